@@ -1,0 +1,9 @@
+FROM python:3.11-slim
+WORKDIR /app
+ENV PYTHONUNBUFFERED=1
+COPY requirements.txt .
+RUN pip install --no-cache-dir -r requirements.txt
+COPY . .
+RUN DJANGO_DEBUG=true python manage.py collectstatic --noinput
+EXPOSE 8000
+CMD ["gunicorn", "crystallise_site.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3"]

@@ -1,0 +1,56 @@
+from django.contrib import admin, messages
+from django.template.response import TemplateResponse
+
+from crystallise.models import ApiKey
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ("name", "prefix", "is_active", "created_at", "last_used_at", "request_count", "monthly_budget_usd")
+    list_filter = ("is_active",)
+    search_fields = ("name", "prefix")
+    readonly_fields = ("prefix", "created_at", "revoked_at", "last_used_at", "request_count")
+    fields = ("name", "monthly_budget_usd", "is_active", "prefix", "created_at", "revoked_at", "last_used_at", "request_count")
+    actions = ("revoke_keys", "reactivate_keys")
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ("name", "monthly_budget_usd")
+        return self.fields
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        key, secret = ApiKey.objects.create_key(name=obj.name, monthly_budget_usd=obj.monthly_budget_usd)
+        obj.pk = key.pk
+        obj._state.adding = False
+        # Kept on the request only: rendered once in the response, never stored.
+        request._crystallise_secret = secret
+
+    def response_add(self, request, obj, post_url_continue=None):
+        secret = getattr(request, "_crystallise_secret", None)
+        if secret is None:
+            return super().response_add(request, obj, post_url_continue)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "API key created",
+            "key": ApiKey.objects.get(pk=obj.pk),
+            "secret": secret,
+            "opts": self.model._meta,
+        }
+        response = TemplateResponse(request, "admin/crystallise/apikey/created.html", context)
+        response["Cache-Control"] = "no-store"
+        return response
+
+    @admin.action(description="Revoke selected keys (takes effect at once)")
+    def revoke_keys(self, request, queryset):
+        for key in queryset.filter(is_active=True):
+            key.revoke()
+        messages.success(request, "Revoked.")
+
+    @admin.action(description="Reactivate selected keys")
+    def reactivate_keys(self, request, queryset):
+        for key in queryset.filter(is_active=False):
+            key.reactivate()
+        messages.success(request, "Reactivated.")

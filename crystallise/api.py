@@ -1,0 +1,170 @@
+"""HTTP plumbing shared by every app: the error shape, parsers, pagination, health."""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.db import connection
+from django.http import Http404, JsonResponse
+from django.utils import timezone
+from rest_framework import exceptions as drf_exceptions
+from rest_framework import status
+from rest_framework.pagination import CursorPagination
+from rest_framework.parsers import JSONParser
+from rest_framework.response import Response
+from rest_framework.views import set_rollback
+
+from crystallise.errors import Category, CrystalliseError
+
+logger = logging.getLogger(__name__)
+
+_DRF_CATEGORY = {
+    drf_exceptions.NotAuthenticated: Category.AUTH,
+    drf_exceptions.AuthenticationFailed: Category.AUTH,
+    drf_exceptions.PermissionDenied: Category.AUTH,
+    drf_exceptions.NotFound: Category.NOT_FOUND,
+    drf_exceptions.Throttled: Category.RATE_LIMIT,
+}
+
+
+def _flatten(detail) -> dict[str, list[str]]:
+    """DRF validation detail → {field: [messages]} (nested fields dotted)."""
+    out: dict[str, list[str]] = {}
+
+    def walk(prefix: str, value) -> None:
+        if isinstance(value, dict):
+            for key, sub in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), sub)
+        elif isinstance(value, list) and value and not all(isinstance(v, str) for v in value):
+            for index, sub in enumerate(value):
+                if sub:
+                    walk(f"{prefix}[{index}]" if prefix else f"[{index}]", sub)
+        else:
+            items = value if isinstance(value, list) else [value]
+            out.setdefault(prefix or "non_field_errors", []).extend(str(v) for v in items)
+
+    walk("", detail)
+    return out
+
+
+def error_body(category: str, detail: str, errors: dict | None = None, **extra) -> dict:
+    body = {"error_category": category, "detail": detail}
+    if errors:
+        body["errors"] = errors
+    body.update(extra)
+    return body
+
+
+def exception_handler(exc, context):
+    """Every error the API returns, in the contract's shape."""
+    if isinstance(exc, CrystalliseError):
+        set_rollback()
+        return Response(exc.as_body(), status=exc.status_code)
+    if isinstance(exc, Http404):
+        exc = drf_exceptions.NotFound()
+    if isinstance(exc, RequestDataTooBig):
+        return Response(
+            error_body(Category.VALIDATION, "The request body is larger than the service accepts."),
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
+    if isinstance(exc, drf_exceptions.APIException):
+        set_rollback()
+        headers = {}
+        if getattr(exc, "auth_header", None):
+            headers["WWW-Authenticate"] = exc.auth_header
+        if getattr(exc, "wait", None):
+            headers["Retry-After"] = str(int(exc.wait))
+        category = next(
+            (cat for cls, cat in _DRF_CATEGORY.items() if isinstance(exc, cls)), Category.VALIDATION
+        )
+        if isinstance(exc, drf_exceptions.ValidationError):
+            errors = _flatten(exc.detail)
+            first = next(iter(errors.items()))
+            detail = f"Invalid input: {first[0]}: {first[1][0]}"
+            return Response(error_body(category, detail, errors), status=exc.status_code, headers=headers)
+        if isinstance(exc, drf_exceptions.NotAuthenticated):
+            detail = "Missing X-API-Key header. Every /v1/ endpoint requires a service API key."
+        else:
+            detail = str(exc.detail) if not isinstance(exc.detail, (list, dict)) else str(exc.detail)
+        if exc.status_code >= 500:
+            category = Category.INTERNAL
+        return Response(error_body(category, detail), status=exc.status_code, headers=headers)
+    logger.exception("Unhandled error in %s", context.get("view").__class__.__name__)
+    set_rollback()
+    return Response(
+        error_body(Category.INTERNAL, "Internal server error. The failure has been logged."),
+        status=status.HTTP_500_INTERNAL_SERVER_ERROR,
+    )
+
+
+class LimitedJSONParser(JSONParser):
+    """JSON with the contract's 64 MiB limit, answered as a 413 in the error shape."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        request = parser_context["request"] if parser_context else None
+        length = request.META.get("CONTENT_LENGTH") if request is not None else None
+        try:
+            too_big = length is not None and int(length) > settings.CRYSTALLISE_MAX_JSON_BYTES
+        except ValueError:
+            too_big = False
+        if too_big:
+            raise _TooLarge()
+        return super().parse(stream, media_type, parser_context)
+
+
+class _TooLarge(drf_exceptions.APIException):
+    status_code = 413
+    default_detail = "The JSON body is larger than 64 MiB. Upload papers as a file (multipart papers_file) instead."
+
+
+class Cursor(CursorPagination):
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 1000
+    ordering = "-created_at"
+
+
+# --- plain Django views (outside DRF) ---------------------------------------
+
+def healthz(request):
+    """Liveness and readiness: the database answers and a worker has checked in recently."""
+    from django_q.models import Schedule  # noqa: F401  (ensures the app is loaded)
+    from django_q.status import Stat
+
+    db_ok = True
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except Exception:  # noqa: BLE001 - any DB failure means "not ready"
+        db_ok = False
+    workers = []
+    try:
+        stats = Stat.get_all()
+        workers = [s for s in stats if (timezone.now() - s.tob).total_seconds() >= 0]
+    except Exception:  # noqa: BLE001
+        workers = []
+    body = {
+        "status": "ok" if db_ok else "unavailable",
+        "database": "ok" if db_ok else "unavailable",
+        "workers": len(workers),
+        "llm_backend": settings.CRYSTALLISE_LLM_BACKEND,
+    }
+    return JsonResponse(body, status=200 if db_ok else 503)
+
+
+def not_found(request, exception=None):
+    return JsonResponse(
+        error_body(Category.NOT_FOUND, f"No such endpoint: {request.path}"), status=404
+    )
+
+
+def server_error(request):
+    return JsonResponse(
+        error_body(Category.INTERNAL, "Internal server error. The failure has been logged."), status=500
+    )
+
+
+def bad_request(request, exception=None):
+    return JsonResponse(error_body(Category.VALIDATION, "Bad request."), status=400)

@@ -1,0 +1,308 @@
+"""Run a job's items through the LLM: bounded concurrency, batched writes,
+cancellation, heartbeats and restart safety, for every kind of job.
+
+Ownership: a run claims the job with a conditional UPDATE that sets a fresh
+`lease`; every batch of results is written in the same transaction as an
+UPDATE that checks the lease and the `running` status (row-locked), so a run
+that was cancelled or superseded can never write another row. Items are the
+ones without a result yet, so a resumed job continues where it stopped and
+no item gets two results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Protocol
+
+from django.conf import settings
+from django.db import close_old_connections, connection, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from crystallise.errors import Category
+from crystallise.jobs.models import BaseJob, JobSecret, JobStatus
+from crystallise.keyvault import SOURCE_REQUEST, decrypt
+from crystallise.llm import make_client
+from crystallise.tokens import Usage, cost_usd
+
+logger = logging.getLogger(__name__)
+
+BATCH_SIZE = 200
+FLUSH_SECONDS = 0.5
+LOAD_CHUNK = 1000
+# After this many papers in a row fail after all retries, the provider is
+# treated as down and the job stops instead of burning through the rest.
+CIRCUIT_BREAKER = 25
+
+
+@dataclass
+class Outcome:
+    """One item's result, ready to be written."""
+
+    row: Any  # unsaved model instance
+    usage: Usage = field(default_factory=Usage)
+    counters: dict[str, int] = field(default_factory=dict)
+    error_category: str | None = None
+    error_message: str | None = None
+    # A permanent error that means the job cannot go on (rejected key).
+    fatal: bool = False
+
+
+class JobKind(Protocol):
+    job_model: type[BaseJob]
+
+    def prepare(self, job: BaseJob) -> None: ...
+
+    def pending_items(self, job: BaseJob, after: int, limit: int) -> Sequence[Any]: ...
+
+    async def process(self, client, job: BaseJob, item: Any) -> Outcome: ...
+
+    def write(self, job: BaseJob, outcomes: list[Outcome]) -> None: ...
+
+    def item_position(self, item: Any) -> int: ...
+
+    def failure_counts(self, job: BaseJob) -> tuple[int, Counter]: ...
+
+
+def claim(model: type[BaseJob], job_id, token: uuid.UUID) -> bool:
+    """Take the job: pending, or running with a dead worker. True if this run owns it."""
+    now = timezone.now()
+    from datetime import timedelta
+
+    stale = now - timedelta(seconds=settings.CRYSTALLISE_JOB_STALE_SECONDS)
+    owned = model.objects.filter(
+        Q(status=JobStatus.PENDING) | Q(status=JobStatus.RUNNING, heartbeat_at__lt=stale), pk=job_id
+    ).update(status=JobStatus.RUNNING, lease=token, heartbeat_at=now, attempts=F("attempts") + 1, updated_at=now)
+    if owned:
+        model.objects.filter(pk=job_id, started_at__isnull=True).update(started_at=now)
+    return bool(owned)
+
+
+def finish(model: type[BaseJob], job_id, token, status: str, *, category=None, message=None) -> bool:
+    now = timezone.now()
+    done = model.objects.filter(pk=job_id, lease=token, status=JobStatus.RUNNING).update(
+        status=status, error_category=category, error_message=message, finished_at=now, updated_at=now, lease=None
+    )
+    if done:
+        JobSecret.objects.filter(job_id=job_id).delete()
+    return bool(done)
+
+
+def fail_unclaimed(model: type[BaseJob], job_id, category: str, message: str) -> bool:
+    """Fail an active job that no run owns (kickoff failed, key gone)."""
+    now = timezone.now()
+    done = model.objects.filter(pk=job_id, status__in=(JobStatus.PENDING, JobStatus.RUNNING)).update(
+        status=JobStatus.FAILED, error_category=category, error_message=message, finished_at=now, updated_at=now, lease=None
+    )
+    JobSecret.objects.filter(job_id=job_id).delete()
+    return bool(done)
+
+
+def _job_key(job: BaseJob) -> tuple[bool, str | None]:
+    """(available, key) for the job's OpenAI key: the server's, or the per-request one while its ciphertext exists."""
+    if job.openai_key_source == SOURCE_REQUEST:
+        secret = JobSecret.objects.filter(job_id=job.pk).first()
+        key = decrypt(secret.ciphertext) if secret else None
+        return key is not None, key
+    if job.llm_backend == "mock":
+        return True, None
+    key = settings.CRYSTALLISE_OPENAI_API_KEY
+    return bool(key), key or None
+
+
+def run_job(kind: JobKind, job_id, *, concurrency: int | None = None) -> str | None:
+    """Run (or resume) one job to a terminal state. Returns the final status, or None if not claimed."""
+    model = kind.job_model
+    token = uuid.uuid4()
+    close_old_connections()
+    if not claim(model, job_id, token):
+        logger.info("Job %s not claimed (finished, or owned by a live worker).", job_id)
+        return None
+    job = model.objects.get(pk=job_id)
+    available, api_key = _job_key(job)
+    if not available:
+        finish(
+            model, job_id, token, JobStatus.FAILED, category=Category.SERVER_RESTART,
+            message="The job was interrupted and its OpenAI key is no longer available "
+            "(a per-request key is kept only while the job runs, or the server key was removed). Resubmit the job.",
+        )
+        return JobStatus.FAILED
+    try:
+        kind.prepare(job)
+        status = asyncio.run(_Run(kind, job, token, api_key, concurrency).run())
+    except Exception:
+        logger.exception("Job %s crashed", job_id)
+        finish(model, job_id, token, JobStatus.FAILED, category=Category.INTERNAL,
+               message="The job failed with an internal error; the failure has been logged.")
+        return JobStatus.FAILED
+    finally:
+        close_old_connections()
+    return status
+
+
+class _Run:
+    def __init__(self, kind: JobKind, job: BaseJob, token: uuid.UUID, api_key: str | None, concurrency: int | None):
+        self.kind = kind
+        self.job = job
+        self.model = kind.job_model
+        self.token = token
+        self.api_key = api_key
+        self.concurrency = concurrency or settings.CRYSTALLISE_LLM_CONCURRENCY
+        self.buffer: list[Outcome] = []
+        self.stop = asyncio.Event()
+        self.flush_now = asyncio.Event()
+        self.lost = False
+        self.fatal: tuple[str, str] | None = None
+        self.spent = job.usage
+        self.consecutive_failures = 0
+        self.last_failure: tuple[str, str] | None = None
+        # One thread, one DB connection, for every query of this run.
+        self.db = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"job-{job.pk}")
+
+    async def db_call(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.db, fn, *args)
+
+    async def run(self) -> str | None:
+        client = make_client(api_key=self.api_key, backend=self.job.llm_backend, concurrency=self.concurrency)
+        queue: asyncio.Queue = asyncio.Queue(maxsize=self.concurrency * 2)
+        workers = [asyncio.create_task(self.worker(client, queue)) for _ in range(self.concurrency)]
+        producer = asyncio.create_task(self.produce(queue))
+        flusher = asyncio.create_task(self.flusher())
+        try:
+            await asyncio.wait([producer, *workers], return_when=asyncio.ALL_COMPLETED)
+        finally:
+            for task in (producer, *workers):
+                task.cancel()
+            await asyncio.gather(producer, *workers, return_exceptions=True)
+            self.stop.set()
+            self.flush_now.set()
+            await asyncio.gather(flusher, return_exceptions=True)
+            await client.aclose()
+            try:
+                if not self.lost:
+                    await self.db_call(self.flush_batch)
+                status = None if self.lost else await self.db_call(self.conclude)
+            finally:
+                await self.db_call(_close_connection)
+                self.db.shutdown(wait=True)
+        return status
+
+    async def produce(self, queue: asyncio.Queue) -> None:
+        after = -1
+        try:
+            while not self.stop.is_set():
+                items = await self.db_call(self.kind.pending_items, self.job, after, LOAD_CHUNK)
+                if not items:
+                    break
+                for item in items:
+                    if self.stop.is_set():
+                        break
+                    await queue.put(item)
+                after = self.kind.item_position(items[-1])
+        finally:
+            for _ in range(self.concurrency):
+                await queue.put(None)
+
+    async def worker(self, client, queue: asyncio.Queue) -> None:
+        while True:
+            item = await queue.get()
+            if item is None or self.stop.is_set():
+                return
+            outcome = await self.kind.process(client, self.job, item)
+            self.buffer.append(outcome)
+            self.spent = self.spent + outcome.usage
+            self.observe(outcome)
+            if len(self.buffer) >= BATCH_SIZE:
+                self.flush_now.set()
+
+    def observe(self, outcome: Outcome) -> None:
+        if outcome.fatal and self.fatal is None:
+            self.fatal = (outcome.error_category or Category.AUTH, outcome.error_message or "The provider rejected the key.")
+            self.stop.set()
+            return
+        if outcome.error_category in (Category.UPSTREAM, Category.RATE_LIMIT):
+            self.consecutive_failures += 1
+            self.last_failure = (outcome.error_category, outcome.error_message or "")
+            if self.consecutive_failures >= CIRCUIT_BREAKER and self.fatal is None:
+                self.fatal = (
+                    outcome.error_category,
+                    f"{CIRCUIT_BREAKER} papers in a row failed after all retries; the provider looks unavailable. "
+                    f"Last error: {outcome.error_message}",
+                )
+                self.stop.set()
+        elif outcome.error_category is None:
+            self.consecutive_failures = 0
+        cap = self.job.max_estimated_cost_usd
+        if cap is not None and self.job.llm_backend != "mock" and self.fatal is None:
+            if cost_usd(self.job.model, self.spent) > Decimal(cap):
+                self.fatal = (
+                    Category.BUDGET,
+                    f"Stopped: the actual cost reached the job's cap max_estimated_cost_usd={cap}.",
+                )
+                self.stop.set()
+
+    async def flusher(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self.flush_now.wait(), FLUSH_SECONDS)
+            except TimeoutError:
+                pass
+            self.flush_now.clear()
+            if self.stop.is_set():
+                return
+            alive = await self.db_call(self.flush_batch)
+            if not alive:
+                self.lost = True
+                self.stop.set()
+                return
+
+    # --- runs in the DB thread -------------------------------------------
+    def flush_batch(self) -> bool:
+        batch, self.buffer = self.buffer, []
+        usage = sum((o.usage for o in batch), Usage())
+        counters: Counter = Counter()
+        for outcome in batch:
+            counters.update(outcome.counters)
+        now = timezone.now()
+        updates = {name: F(name) + value for name, value in counters.items() if value}
+        updates.update(
+            input_tokens=F("input_tokens") + usage.input_tokens,
+            cached_input_tokens=F("cached_input_tokens") + usage.cached_input_tokens,
+            output_tokens=F("output_tokens") + usage.output_tokens,
+            reasoning_tokens=F("reasoning_tokens") + usage.reasoning_tokens,
+            heartbeat_at=now,
+            updated_at=now,
+        )
+        if self.job.llm_backend != "mock":
+            updates["cost_usd"] = F("cost_usd") + cost_usd(self.job.model, usage)
+        with transaction.atomic():
+            owned = self.model.objects.filter(pk=self.job.pk, lease=self.token, status=JobStatus.RUNNING).update(**updates)
+            if not owned:
+                return False
+            if batch:
+                self.kind.write(self.job, batch)
+        return True
+
+    def conclude(self) -> str | None:
+        if self.fatal is not None:
+            category, message = self.fatal
+            return JobStatus.FAILED if finish(self.model, self.job.pk, self.token, JobStatus.FAILED, category=category, message=message) else None
+        attempted, failures = self.kind.failure_counts(self.job)
+        failed_total = sum(failures.values())
+        if attempted and failed_total * 2 > attempted:
+            category = failures.most_common(1)[0][0]
+            message = f"{failed_total} of {attempted} papers failed after all retries ({category})."
+            return JobStatus.FAILED if finish(self.model, self.job.pk, self.token, JobStatus.FAILED, category=category, message=message) else None
+        return JobStatus.COMPLETED if finish(self.model, self.job.pk, self.token, JobStatus.COMPLETED) else None
+
+
+def _close_connection() -> None:
+    # Looked up in the calling thread: `connection` is a per-thread proxy.
+    connection.close()

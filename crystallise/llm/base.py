@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+from pydantic import BaseModel
+
+from crystallise.tokens import Usage
+
+T = TypeVar("T", bound=BaseModel)
+
+
+@dataclass
+class LLMResult:
+    parsed: BaseModel
+    usage: Usage
+    backend: str
+    attempts: int = 1
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 5
+    # Exponential backoff base (seconds) when the provider gives no Retry-After.
+    backoff: float = 0.5
+    max_backoff: float = 30.0
+    timeout: float = 60.0
+
+
+@dataclass
+class CallOptions:
+    model: str
+    schema: type[BaseModel]
+    max_output_tokens: int
+    reasoning_effort: str | None = "minimal"
+    # Same value for every call of one job: lets the provider route them to
+    # the same prompt cache.
+    cache_key: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+class LLMClient(Protocol):
+    backend: str
+
+    async def complete(self, messages: list[dict], options: CallOptions) -> LLMResult: ...
+
+    async def aclose(self) -> None: ...

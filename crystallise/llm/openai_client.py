@@ -1,0 +1,197 @@
+"""The `openai` backend: the official SDK against OpenAI or any compatible endpoint.
+
+SDK exceptions become one domain error, `LLMError`, with a contract category
+and a `permanent` flag. Transient errors (429, timeouts, connection errors,
+5xx, unparseable or schema-invalid output) are retried here with backoff that
+honours `Retry-After`; permanent ones (rejected key, bad request) never are.
+The SDK's own retries are off so that every attempt is paced and counted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+
+import httpx2
+import openai
+import pydantic
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
+
+from crystallise.config import model_capabilities
+from crystallise.errors import Category, LLMError
+from crystallise.llm.base import CallOptions, LLMResult, RetryPolicy
+from crystallise.llm.pacing import Pacer, retry_after_seconds
+from crystallise.logs import redact
+from crystallise.tokens import Usage
+
+logger = logging.getLogger(__name__)
+
+
+def usage_from(payload) -> Usage:
+    """Usage from a ChatCompletion (object or dict); zeros when absent."""
+    if payload is None:
+        return Usage()
+    if isinstance(payload, dict):
+        usage = payload.get("usage") or {}
+    else:
+        raw = getattr(payload, "usage", None)
+        usage = raw.model_dump() if raw is not None else {}
+    prompt_details = usage.get("prompt_tokens_details") or {}
+    completion_details = usage.get("completion_tokens_details") or {}
+    return Usage(
+        input_tokens=int(usage.get("prompt_tokens") or 0),
+        cached_input_tokens=int(prompt_details.get("cached_tokens") or 0),
+        output_tokens=int(usage.get("completion_tokens") or 0),
+        reasoning_tokens=int(completion_details.get("reasoning_tokens") or 0),
+    )
+
+
+def classify(exc: Exception) -> LLMError:
+    """Map an SDK exception to the service's error vocabulary."""
+    if isinstance(exc, LLMError):
+        return exc
+    if isinstance(exc, openai.APITimeoutError):
+        return LLMError("The model provider timed out.", category=Category.UPSTREAM, permanent=False)
+    if isinstance(exc, openai.APIConnectionError):
+        return LLMError("Could not connect to the model provider.", category=Category.UPSTREAM, permanent=False)
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        code = getattr(exc, "code", None)
+        if status in (401, 403) or code == "insufficient_quota":
+            what = "is out of quota" if code == "insufficient_quota" else "was rejected (invalid or revoked)"
+            return LLMError(
+                f"The OpenAI API key {what}: the provider answered {status}.",
+                category=Category.AUTH,
+                permanent=True,
+            )
+        if status == 429:
+            return LLMError(
+                "The model provider's rate limit was exceeded (429).",
+                category=Category.RATE_LIMIT,
+                permanent=False,
+                retry_after=retry_after_seconds(exc.response.headers),
+            )
+        if status in (408, 409) or status >= 500:
+            return LLMError(
+                f"The model provider failed with HTTP {status}.",
+                category=Category.UPSTREAM,
+                permanent=False,
+                retry_after=retry_after_seconds(exc.response.headers),
+            )
+        return LLMError(
+            f"The model provider refused the request (HTTP {status}): {redact(str(getattr(exc, 'message', '')))[:300]}",
+            category=Category.VALIDATION,
+            permanent=True,
+        )
+    return LLMError(f"Unexpected model provider error: {type(exc).__name__}.", category=Category.UPSTREAM, permanent=False)
+
+
+class _BadOutput(LLMError):
+    """A 200 whose content is not the requested structure. Billed, so usage is kept."""
+
+    def __init__(self, detail: str, usage: Usage) -> None:
+        super().__init__(detail, category=Category.UPSTREAM, permanent=False)
+        self.usage = usage
+
+
+class OpenAIClient:
+    backend = "openai"
+
+    def __init__(self, *, api_key: str, base_url: str | None, concurrency: int, retry: RetryPolicy) -> None:
+        self.retry = retry
+        self.pacer = Pacer()
+        # One pool per client sized for the job's concurrency: the default
+        # pool (100 connections) would queue calls invisibly above it.
+        http_client = httpx2.AsyncClient(
+            limits=httpx2.Limits(max_connections=concurrency + 8, max_keepalive_connections=concurrency + 8),
+            timeout=httpx2.Timeout(retry.timeout, connect=min(10.0, retry.timeout)),
+        )
+        self._client = openai.AsyncOpenAI(
+            api_key=api_key,
+            base_url=base_url or None,
+            max_retries=0,
+            timeout=retry.timeout,
+            http_client=http_client,
+        )
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    def _wait(self, state) -> float:
+        exc = state.outcome.exception()
+        hint = getattr(exc, "retry_after", None)
+        if hint is not None:
+            return min(float(hint), self.retry.max_backoff)
+        base = self.retry.backoff * (2 ** (state.attempt_number - 1))
+        return min(base * (0.5 + random.random()), self.retry.max_backoff)
+
+    async def complete(self, messages: list[dict], options: CallOptions) -> LLMResult:
+        spent = Usage()
+        attempts = 0
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.retry.max_attempts),
+            wait=self._wait,
+            retry=retry_if_exception(lambda e: isinstance(e, LLMError) and not e.permanent),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    attempts += 1
+                    try:
+                        parsed, usage = await self._once(messages, options)
+                    except _BadOutput as bad:
+                        spent = spent + bad.usage
+                        raise
+                    spent = spent + usage
+                    return LLMResult(parsed=parsed, usage=spent, backend=self.backend, attempts=attempts)
+        except LLMError as exc:
+            exc.usage = spent  # type: ignore[attr-defined]
+            exc.attempts = attempts  # type: ignore[attr-defined]
+            raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _once(self, messages: list[dict], options: CallOptions):
+        await self.pacer.wait_turn()
+        kwargs = dict(
+            model=options.model,
+            messages=messages,
+            response_format=options.schema,
+            max_completion_tokens=options.max_output_tokens,
+        )
+        caps = model_capabilities.get(options.model)
+        if caps is not None and caps.reasoning and options.reasoning_effort:
+            kwargs["reasoning_effort"] = options.reasoning_effort
+        if options.cache_key:
+            kwargs["prompt_cache_key"] = options.cache_key
+        try:
+            raw = await self._client.chat.completions.with_raw_response.parse(**kwargs)
+        except openai.APIStatusError as exc:
+            error = classify(exc)
+            if error.category == Category.RATE_LIMIT:
+                self.pacer.rate_limited(error.retry_after)
+            self.pacer.observe(exc.response.headers)
+            raise error from None
+        except openai.OpenAIError as exc:
+            raise classify(exc) from None
+        self.pacer.observe(raw.headers)
+        try:
+            completion = raw.parse()
+        except Exception:  # noqa: BLE001 - any parse failure of a 200 is bad output
+            raise _BadOutput("The model returned a malformed response.", _usage_of_raw(raw)) from None
+        usage = usage_from(completion)
+        choice = completion.choices[0] if completion.choices else None
+        parsed = choice.message.parsed if choice is not None else None
+        if parsed is None:
+            refusal = getattr(choice.message, "refusal", None) if choice is not None else None
+            detail = "The model refused to answer." if refusal else "The model returned no structured answer."
+            raise _BadOutput(detail, usage)
+        return parsed, usage
+
+
+def _usage_of_raw(raw) -> Usage:
+    try:
+        return usage_from(json.loads(raw.http_response.text))
+    except (ValueError, TypeError, pydantic.ValidationError, AttributeError):
+        return Usage()

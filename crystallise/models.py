@@ -1,0 +1,79 @@
+"""Kernel models: operator-managed API keys."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+
+from django.db import models
+from django.utils import timezone
+
+KEY_PREFIX = "cry_"
+
+
+def hash_secret(secret: str) -> str:
+    # Keys are 256-bit random strings, so a fast hash is enough: there is no
+    # dictionary to brute-force, and lookups stay one indexed query.
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class ApiKeyQuerySet(models.QuerySet):
+    def active(self) -> ApiKeyQuerySet:
+        return self.filter(is_active=True)
+
+    def create_key(self, *, name: str, monthly_budget_usd=None) -> tuple[ApiKey, str]:
+        """Create a key; the secret is returned once and only its hash is stored."""
+        secret = KEY_PREFIX + secrets.token_urlsafe(32)
+        key = self.create(
+            name=name,
+            prefix=secret[:12],
+            key_hash=hash_secret(secret),
+            monthly_budget_usd=monthly_budget_usd,
+        )
+        return key, secret
+
+    def by_secret(self, secret: str) -> ApiKey | None:
+        return self.filter(key_hash=hash_secret(secret)).first()
+
+
+class ApiKey(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=100, unique=True)
+    prefix = models.CharField(max_length=16, editable=False, help_text="First characters of the key, for recognising it.")
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    is_active = models.BooleanField(default=True)
+    monthly_budget_usd = models.DecimalField(
+        max_digits=12, decimal_places=2, null=True, blank=True,
+        help_text="Optional spend cap per calendar month (UTC); jobs whose estimate exceeds what is left are refused.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    request_count = models.PositiveBigIntegerField(default=0)
+
+    objects = ApiKeyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    def revoke(self) -> None:
+        self.is_active = False
+        self.revoked_at = timezone.now()
+        self.save(update_fields=["is_active", "revoked_at"])
+
+    def reactivate(self) -> None:
+        self.is_active = True
+        self.revoked_at = None
+        self.save(update_fields=["is_active", "revoked_at"])
+
+
+from crystallise.jobs.models import JobSecret  # noqa: E402,F401  (registers the model in this app)

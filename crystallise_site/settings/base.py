@@ -1,0 +1,248 @@
+"""Settings. The environment is read here and nowhere else (django-environ).
+
+Every variable is documented in `.env.example`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+
+env = environ.Env()
+# A local .env is a convenience for `make run`; the process environment wins.
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+# Production has no default secret: without DJANGO_SECRET_KEY only a debug
+# (local) process may start, with a key that changes every restart.
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not DEBUG:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY is not set. Set it (see .env.example), or set "
+            "DJANGO_DEBUG=true for a local run."
+        )
+    SECRET_KEY = "insecure-local-only-" + "x" * 40
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+# TLS is terminated by the proxy in front of us.
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=False)
+SESSION_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=not DEBUG)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=0)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "django_q",
+    "crystallise",
+    "screening",
+    "criteria",
+    "indexer",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "crystallise_site.urls"
+WSGI_APPLICATION = "crystallise_site.wsgi.application"
+APPEND_SLASH = False
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# DATABASE_URL unset → an SQLite file in the project directory.
+DATABASES = {
+    "default": env.db_url(
+        "DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Web and worker share the file: wait for locks instead of failing, and
+    # let readers proceed while the worker writes.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"timeout": 30, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
+    )
+else:
+    DATABASES["default"].setdefault("CONN_MAX_AGE", 60)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"
+        if not DEBUG
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
+
+# Request size limits (contract): JSON bodies up to 64 MiB, files up to 256 MiB.
+CRYSTALLISE_MAX_JSON_BYTES = 64 * 1024 * 1024
+CRYSTALLISE_MAX_UPLOAD_BYTES = 256 * 1024 * 1024
+DATA_UPLOAD_MAX_MEMORY_SIZE = CRYSTALLISE_MAX_UPLOAD_BYTES + 1024 * 1024
+FILE_UPLOAD_MAX_MEMORY_SIZE = 8 * 1024 * 1024
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 1000
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["crystallise.auth.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["crystallise.auth.HasApiKey"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": [
+        "crystallise.api.LimitedJSONParser",
+        "rest_framework.parsers.MultiPartParser",
+        "rest_framework.parsers.FormParser",
+    ],
+    "EXCEPTION_HANDLER": "crystallise.api.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": None,
+    # `?format=` selects an export (csv, ris, jsonl), not a DRF renderer.
+    "URL_FORMAT_OVERRIDE": None,
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Crystallise API",
+    "DESCRIPTION": "LLM-assisted screening, criteria consolidation and auto-indexing for systematic reviews.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "COMPONENT_SPLIT_REQUEST": True,
+    "APPEND_COMPONENTS": {
+        "securitySchemes": {
+            "ApiKeyAuth": {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+        }
+    },
+    "SECURITY": [{"ApiKeyAuth": []}],
+}
+
+# --- Crystallise -----------------------------------------------------------
+CRYSTALLISE_API_KEYS = env.list("CRYSTALLISE_API_KEYS", default=[])
+CRYSTALLISE_OPENAI_API_KEY = env.str("CRYSTALLISE_OPENAI_API_KEY", default="") or env.str(
+    "OPENAI_API_KEY", default=""
+)
+CRYSTALLISE_OPENAI_BASE_URL = env.str("CRYSTALLISE_OPENAI_BASE_URL", default="") or None
+CRYSTALLISE_LLM_BACKEND = env.str("CRYSTALLISE_LLM_BACKEND", default="openai")
+if CRYSTALLISE_LLM_BACKEND not in ("openai", "mock"):
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured("CRYSTALLISE_LLM_BACKEND must be 'openai' or 'mock'.")
+CRYSTALLISE_LLM_CONCURRENCY = env.int("CRYSTALLISE_LLM_CONCURRENCY", default=32)
+if not 1 <= CRYSTALLISE_LLM_CONCURRENCY <= 1024:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured("CRYSTALLISE_LLM_CONCURRENCY must be between 1 and 1024.")
+CRYSTALLISE_LLM_TIMEOUT = env.float("CRYSTALLISE_LLM_TIMEOUT", default=60.0)
+CRYSTALLISE_LLM_MAX_ATTEMPTS = env.int("CRYSTALLISE_LLM_MAX_ATTEMPTS", default=5)
+# Backoff base for transient LLM errors without a Retry-After (seconds).
+CRYSTALLISE_LLM_BACKOFF = env.float("CRYSTALLISE_LLM_BACKOFF", default=0.5)
+# Key that encrypts per-request OpenAI keys on their way to a worker.
+# Derived from SECRET_KEY unless set explicitly.
+CRYSTALLISE_FERNET_KEY = env.str("CRYSTALLISE_FERNET_KEY", default="")
+# Secret for signing job-completion callbacks (HMAC-SHA256); SECRET_KEY-derived if unset.
+CRYSTALLISE_CALLBACK_SECRET = env.str("CRYSTALLISE_CALLBACK_SECRET", default="")
+# A running job whose heartbeat is older than this is considered orphaned.
+CRYSTALLISE_JOB_STALE_SECONDS = env.int("CRYSTALLISE_JOB_STALE_SECONDS", default=60)
+
+# tiktoken reads its cache directory from the environment; the o200k_base
+# file is unpacked there from the bundled copy (see crystallise.tokens).
+TIKTOKEN_CACHE_DIR = env.str(
+    "TIKTOKEN_CACHE_DIR", default=os.path.join(tempfile.gettempdir(), "crystallise-tiktoken")
+)
+os.environ.setdefault("TIKTOKEN_CACHE_DIR", TIKTOKEN_CACHE_DIR)
+
+# --- django-q2 (ORM broker) -----------------------------------------------
+# timeout < retry, so a task is never redelivered while it still runs, and
+# max_attempts bounds redelivery (the default is forever). Tasks are
+# idempotent anyway: a job is claimed with a conditional UPDATE.
+Q_CLUSTER = {
+    "name": "crystallise",
+    "orm": "default",
+    "workers": env.int("CRYSTALLISE_WORKERS", default=2),
+    "timeout": env.int("CRYSTALLISE_TASK_TIMEOUT", default=6 * 3600),
+    "retry": env.int("CRYSTALLISE_TASK_TIMEOUT", default=6 * 3600) + 600,
+    "max_attempts": 2,
+    "ack_failures": True,
+    "save_limit": 1000,
+    "catch_up": False,
+    "poll": 0.5,
+    "recycle": 50,
+    "label": "Task queue",
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"redact": {"()": "crystallise.logs.RedactSecretsFilter"}},
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}
+    },
+    "root": {"handlers": ["console"], "level": env.str("CRYSTALLISE_LOG_LEVEL", default="INFO")},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},
+        "httpx2": {"level": "WARNING"},
+        "openai": {"level": "WARNING"},
+    },
+}
+
+# django-q2 keeps worker statistics in the cache; a database cache lets the
+# web process see them (/healthz reports live workers).
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+        "LOCATION": "crystallise_cache",
+    }
+}

@@ -1,0 +1,28 @@
+"""Test settings: base settings with a fixed secret and fast, quiet defaults.
+
+DATABASE_URL decides the database as everywhere (CI sets PostgreSQL); without
+it the tests use an SQLite file, so real worker subprocesses can share it.
+"""
+
+import os
+
+os.environ.setdefault("DJANGO_SECRET_KEY", "test-secret-key-not-for-production-0123456789abcdef")
+
+from .base import *  # noqa: E402,F403
+from .base import BASE_DIR, DATABASES  # noqa: E402
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+CRYSTALLISE_API_KEYS = []
+CRYSTALLISE_OPENAI_API_KEY = ""
+CRYSTALLISE_OPENAI_BASE_URL = None
+CRYSTALLISE_LLM_BACKEND = "openai"
+CRYSTALLISE_LLM_BACKOFF = 0.01
+CRYSTALLISE_LLM_TIMEOUT = 5.0
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / ".test-db.sqlite3")}
+Q_CLUSTER = {**Q_CLUSTER, "poll": 0.05}  # noqa: F405
+CRYSTALLISE_JOB_STALE_SECONDS = 60

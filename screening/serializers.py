@@ -1,0 +1,197 @@
+from __future__ import annotations
+
+import json
+
+from django.urls import reverse
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from crystallise.formats import normalize_papers
+from crystallise.serializers import CostField, StrictSerializer, UsageSerializer
+from screening.models import ScreeningJob, ScreeningResult
+
+MAX_PAPERS = 100_000
+MAX_CRITERIA = 50
+MAX_CRITERION_CHARS = 1_000
+MAX_TITLE_CHARS = 2_000
+MAX_ABSTRACT_CHARS = 20_000
+
+
+class PaperInSerializer(serializers.Serializer):
+    """Documentation of one paper (validated in bulk by crystallise.formats)."""
+
+    id = serializers.CharField(max_length=255)
+    title = serializers.CharField(required=False, allow_blank=True, max_length=MAX_TITLE_CHARS)
+    abstract = serializers.CharField(required=False, allow_blank=True, allow_null=True, max_length=MAX_ABSTRACT_CHARS)
+    keywords = serializers.ListField(child=serializers.CharField(), required=False)
+    year = serializers.IntegerField(required=False, allow_null=True)
+    doi = serializers.CharField(required=False, allow_null=True)
+
+
+@extend_schema_field(PaperInSerializer(many=True))
+class PapersField(serializers.Field):
+    """Papers validated in one fast pass (100,000 papers must not take a DRF field per value)."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, str):
+            try:
+                data = json.loads(data)
+            except ValueError:
+                raise serializers.ValidationError("Must be a JSON array of papers.") from None
+        if not isinstance(data, list):
+            raise serializers.ValidationError("Must be a list of papers.")
+        if not data:
+            raise serializers.ValidationError("At least one paper is required.")
+        if len(data) > MAX_PAPERS:
+            raise serializers.ValidationError(f"At most {MAX_PAPERS} papers per job (got {len(data)}).")
+        papers = normalize_papers(data, max_records=MAX_PAPERS, field="papers")
+        for index, paper in enumerate(papers):
+            if len(paper["title"]) > MAX_TITLE_CHARS:
+                raise serializers.ValidationError(f"papers[{index}].title is longer than {MAX_TITLE_CHARS} characters.")
+            if len(paper["abstract"]) > MAX_ABSTRACT_CHARS:
+                raise serializers.ValidationError(f"papers[{index}].abstract is longer than {MAX_ABSTRACT_CHARS} characters.")
+        return papers
+
+
+class JSONStringMixin:
+    """Multipart sends nested objects as JSON strings."""
+
+    def get_value(self, dictionary):
+        # Form data: take the raw string (DRF would look for "criteria.inclusion"-style keys).
+        if hasattr(dictionary, "getlist") and self.field_name in dictionary:
+            return dictionary[self.field_name]
+        return super().get_value(dictionary)
+
+    def to_internal_value(self, data):
+        if isinstance(data, str):
+            try:
+                data = json.loads(data)
+            except ValueError:
+                raise serializers.ValidationError("Must be a JSON object.") from None
+        return super().to_internal_value(data)
+
+
+class CriteriaSerializer(JSONStringMixin, StrictSerializer):
+    research_question = serializers.CharField(required=False, allow_blank=True, allow_null=True, max_length=2000)
+    inclusion = serializers.ListField(
+        child=serializers.CharField(max_length=MAX_CRITERION_CHARS), required=False, max_length=MAX_CRITERIA, default=list
+    )
+    exclusion = serializers.ListField(
+        child=serializers.CharField(max_length=MAX_CRITERION_CHARS), required=False, max_length=MAX_CRITERIA, default=list
+    )
+
+    def validate(self, attrs):
+        attrs["inclusion"] = [c.strip() for c in attrs.get("inclusion", []) if c.strip()]
+        attrs["exclusion"] = [c.strip() for c in attrs.get("exclusion", []) if c.strip()]
+        if not attrs["inclusion"] and not attrs["exclusion"]:
+            raise serializers.ValidationError({"inclusion": ["Give at least one inclusion or exclusion criterion."]})
+        attrs["research_question"] = (attrs.get("research_question") or "").strip()
+        return attrs
+
+
+class ClustersInSerializer(JSONStringMixin, StrictSerializer):
+    by = serializers.ChoiceField(choices=["topic", "study_design", "none"], default="none")
+    count = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=100)
+    include = serializers.ListField(child=serializers.CharField(max_length=200), required=False, allow_null=True, allow_empty=False)
+
+
+class ScreeningJobCreateSerializer(StrictSerializer):
+    project_id = serializers.CharField(required=False, allow_null=True, allow_blank=True, max_length=200)
+    model = serializers.CharField(required=False, default="gpt-5-nano", max_length=64)
+    criteria = CriteriaSerializer()
+    papers = PapersField(required=False)
+    papers_file = serializers.FileField(required=False, help_text="RIS, CSV, PubMed/MEDLINE or JSONL file (multipart).")
+    threshold = serializers.FloatField(required=False, default=1.0, min_value=0.0, max_value=1.0)
+    clusters = ClustersInSerializer(required=False)
+    max_estimated_cost_usd = serializers.DecimalField(
+        required=False, allow_null=True, max_digits=16, decimal_places=8, min_value=0, coerce_to_string=False
+    )
+    callback_url = serializers.URLField(required=False, allow_null=True, max_length=2000)
+
+    def validate(self, attrs):
+        if "papers" in attrs and "papers_file" in attrs:
+            raise serializers.ValidationError({"papers": ["Send papers or papers_file, not both."]})
+        if "papers" not in attrs and "papers_file" not in attrs:
+            raise serializers.ValidationError({"papers": ["This field is required (or upload papers_file)."]})
+        return attrs
+
+
+class ClusterOutSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    label = serializers.CharField()
+    size = serializers.IntegerField()
+    screened = serializers.IntegerField()
+    included = serializers.IntegerField()
+
+
+class CriterionOutSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=["inclusion", "exclusion"])
+    index = serializers.IntegerField()
+    text = serializers.CharField()
+    verdict = serializers.ChoiceField(choices=["met", "not_met", "unclear"])
+    reasoning = serializers.CharField()
+
+
+class ScreeningResultSerializer(serializers.ModelSerializer):
+    paper_id = serializers.CharField(source="paper.paper_id")
+    title = serializers.CharField(source="paper.title")
+    criteria = CriterionOutSerializer(many=True)
+
+    class Meta:
+        model = ScreeningResult
+        fields = ["paper_id", "title", "cluster", "decision", "score", "needs_review", "confidence",
+                  "reasoning", "criteria", "error", "llm_backend"]
+
+
+class ProgressSerializer(serializers.Serializer):
+    total = serializers.IntegerField()
+    screened = serializers.IntegerField()
+    included = serializers.IntegerField()
+    excluded = serializers.IntegerField()
+    errored = serializers.IntegerField()
+
+
+INLINE_RESULTS_LIMIT = 1000
+
+
+class ScreeningJobSerializer(serializers.ModelSerializer):
+    progress = serializers.SerializerMethodField()
+    usage = serializers.SerializerMethodField()
+    estimated_cost_usd = CostField()
+    max_estimated_cost_usd = CostField(allow_null=True)
+    cost_usd = CostField()
+    clusters = serializers.SerializerMethodField()
+    results_url = serializers.SerializerMethodField()
+    results = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ScreeningJob
+        fields = ["id", "status", "project_id", "model", "llm_backend", "criteria", "threshold", "clusters_config",
+                  "progress", "estimated_cost_usd", "max_estimated_cost_usd", "usage", "cost_usd",
+                  "error_category", "error_message", "created_at", "started_at", "finished_at", "updated_at",
+                  "clusters", "results_url", "results", "callback_url", "callback_status"]
+
+    @extend_schema_field(ProgressSerializer)
+    def get_progress(self, job: ScreeningJob) -> dict:
+        return {"total": job.total, "screened": job.screened, "included": job.included,
+                "excluded": job.excluded, "errored": job.errored}
+
+    @extend_schema_field(UsageSerializer)
+    def get_usage(self, job: ScreeningJob) -> dict:
+        return job.usage_dict()
+
+    @extend_schema_field(ClusterOutSerializer(many=True, allow_null=True))
+    def get_clusters(self, job: ScreeningJob):
+        return job.clusters
+
+    def get_results_url(self, job: ScreeningJob) -> str:
+        path = reverse("screening-job-results", args=[job.pk])
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request else path
+
+    @extend_schema_field(ScreeningResultSerializer(many=True, allow_null=True))
+    def get_results(self, job: ScreeningJob):
+        if not self.context.get("inline_results") or job.total > INLINE_RESULTS_LIMIT:
+            return None
+        rows = ScreeningResult.objects.filter(job=job).select_related("paper").order_by("position")
+        return ScreeningResultSerializer(rows, many=True).data

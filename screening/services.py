@@ -1,0 +1,255 @@
+"""Screening workflows: create (validate, estimate, store, enqueue), run, cancel, delete."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from decimal import Decimal
+
+from django.db import IntegrityError, transaction
+
+from crystallise.auth import Caller
+from crystallise.config import model_capabilities, validate_model
+from crystallise.errors import BudgetError, Category, ConflictError, LLMError
+from crystallise.jobs.runner import Outcome, run_job
+from crystallise.jobs.services import job_enqueue, store_request_key
+from crystallise.keyvault import SOURCE_REQUEST, resolve_openai_key
+from crystallise.llm.base import CallOptions
+from crystallise.tokens import count_message_tokens, estimate_cost_usd
+from screening import prompts
+from screening.clustering import cluster_papers
+from screening.models import Paper, ScreeningJob, ScreeningResult
+
+TASK = ScreeningJob.RUN_TASK
+PAPER_INSERT_BATCH = 2000
+
+
+def output_budget(n_criteria: int) -> int:
+    """Max output tokens per paper: terse verdicts plus room for minimal reasoning."""
+    return 160 + 48 * n_criteria
+
+
+def estimate_job_cost(*, model: str, criteria: dict, papers: list[dict]) -> tuple[Decimal, int]:
+    """Estimated USD and input tokens: real token counts of every prompt plus the output budget."""
+    system = prompts.system_prompt(criteria)
+    fixed = count_message_tokens([{"role": "system", "content": system}, {"role": "user", "content": ""}])
+    texts = [prompts.paper_prompt(p.get("title") or "", p.get("abstract") or "", p.get("keywords")) for p in papers]
+    from crystallise.tokens import get_encoding
+
+    variable = sum(len(t) for t in get_encoding().encode_ordinary_batch(texts)) if texts else 0
+    input_tokens = fixed * len(papers) + variable
+    n_criteria = len(prompts.criterion_ids(criteria))
+    output_tokens = output_budget(n_criteria) * len(papers)
+    return estimate_cost_usd(model, input_tokens=input_tokens, output_tokens=output_tokens), input_tokens
+
+
+def request_fingerprint(payload: dict, papers: list[dict]) -> str:
+    blob = json.dumps({"payload": payload, "papers": papers}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def job_create(
+    *,
+    caller: Caller,
+    payload: dict,
+    papers: list[dict],
+    request_openai_key: str | None,
+    idempotency_key: str | None = None,
+) -> tuple[ScreeningJob, bool]:
+    """Validate, estimate and store a screening job, then enqueue it. Returns (job, created)."""
+    from django.conf import settings
+
+    model = validate_model(payload.get("model"))
+    backend = settings.CRYSTALLISE_LLM_BACKEND
+    resolved = resolve_openai_key(request_openai_key, backend=backend)
+    fingerprint = request_fingerprint(payload, papers)
+    if idempotency_key:
+        existing = ScreeningJob.objects.filter(owner=caller.fingerprint, idempotency_key=idempotency_key).first()
+        if existing is not None:
+            return _replay(existing, fingerprint), False
+    criteria = payload["criteria"]
+    estimate, _ = estimate_job_cost(model=model, criteria=criteria, papers=papers)
+    cap = payload.get("max_estimated_cost_usd")
+    if cap is not None and estimate > Decimal(str(cap)):
+        raise BudgetError(
+            f"The estimated cost ${estimate:.6f} exceeds max_estimated_cost_usd=${Decimal(str(cap))}. "
+            "Raise the cap, screen fewer papers, or pick a cheaper model.",
+            extra={"estimated_cost_usd": float(estimate)},
+        )
+    from crystallise.jobs.budget import check_key_budget
+
+    check_key_budget(caller=caller, estimate=estimate)
+    clusters_config = {"by": "none", "count": None, "include": None, **(payload.get("clusters") or {})}
+    job = ScreeningJob(
+        model=model,
+        project_id=payload.get("project_id") or None,
+        llm_backend=backend,
+        openai_key_source=resolved.source,
+        api_key_id=caller.api_key_id,
+        api_key_label=caller.label,
+        owner=caller.fingerprint,
+        idempotency_key=idempotency_key or None,
+        request_hash=fingerprint,
+        criteria=criteria,
+        threshold=payload.get("threshold", 1.0),
+        clusters_config=clusters_config,
+        total=len(papers),
+        estimated_cost_usd=estimate,
+        max_estimated_cost_usd=cap,
+        callback_url=payload.get("callback_url") or None,
+    )
+    try:
+        with transaction.atomic():
+            job.save(force_insert=True)
+            Paper.objects.bulk_create(
+                (
+                    Paper(
+                        job=job, position=i, paper_id=p["id"], title=p.get("title") or "",
+                        abstract=p.get("abstract") or "", keywords=p.get("keywords") or [],
+                        year=p.get("year"), doi=p.get("doi"),
+                    )
+                    for i, p in enumerate(papers)
+                ),
+                batch_size=PAPER_INSERT_BATCH,
+            )
+            if resolved.source == SOURCE_REQUEST:
+                store_request_key(job, resolved.key)
+            job_enqueue(job=job, task=TASK)
+    except IntegrityError:
+        return _resolve_conflict(job, caller, idempotency_key, fingerprint), False
+    return job, True
+
+
+def _replay(existing: ScreeningJob, fingerprint: str) -> ScreeningJob:
+    if existing.request_hash != fingerprint:
+        raise ConflictError(
+            "This Idempotency-Key was already used with a different request body. Use a new key for a new job.",
+            extra={"job_id": str(existing.pk)},
+        )
+    return existing
+
+
+def _resolve_conflict(job: ScreeningJob, caller: Caller, idempotency_key: str | None, fingerprint: str) -> ScreeningJob:
+    if idempotency_key:
+        existing = ScreeningJob.objects.filter(owner=caller.fingerprint, idempotency_key=idempotency_key).first()
+        if existing is not None:
+            return _replay(existing, fingerprint)
+    active = ScreeningJob.objects.active_for(job.project_id).first() if job.project_id else None
+    active_id = str(active.pk) if active else None
+    raise ConflictError(
+        f"Project {job.project_id!r} already has an active screening job ({active_id}). "
+        "Wait for it to finish, cancel it with DELETE, or submit without project_id.",
+        extra={"active_job_id": active_id},
+    )
+
+
+def job_delete(*, job: ScreeningJob) -> None:
+    """Delete a finished job and its results (set-based: no per-row cascade)."""
+    with transaction.atomic():
+        ScreeningResult.objects.filter(job=job)._raw_delete(ScreeningResult.objects.db)
+        Paper.objects.filter(job=job)._raw_delete(Paper.objects.db)
+        job.delete()
+
+
+def job_run(*, job_id) -> str | None:
+    return run_job(ScreeningKind(), job_id)
+
+
+class ScreeningKind:
+    """How the shared runner screens papers."""
+
+    job_model = ScreeningJob
+
+    def prepare(self, job: ScreeningJob) -> None:
+        if job.cluster_assignments is None:
+            rows = list(Paper.objects.filter(job=job).order_by("position").values("title", "abstract", "keywords"))
+            config = job.clusters_config or {}
+            result = cluster_papers(rows, by=config.get("by") or "none", count=config.get("count"))
+            del rows
+            job.clusters = [{**c, "screened": 0, "included": 0} for c in result.clusters]
+            job.cluster_assignments = result.assignments
+            ScreeningJob.objects.filter(pk=job.pk).update(clusters=job.clusters, cluster_assignments=job.cluster_assignments)
+        include = (job.clusters_config or {}).get("include")
+        wanted = {str(label).casefold() for label in include} if include else None
+        self.kept = {c["id"] for c in job.clusters if wanted is None or c["label"].casefold() in wanted}
+        self.label = {c["id"]: c["label"] for c in job.clusters}
+        self.system = prompts.system_prompt(job.criteria)
+        self.ids = prompts.criterion_ids(job.criteria)
+        self.options = CallOptions(
+            model=job.model,
+            schema=prompts.ScreeningDecision,
+            max_output_tokens=output_budget(len(self.ids)),
+            reasoning_effort="minimal" if model_capabilities[job.model].reasoning else None,
+            cache_key=f"crystallise-screening-{job.pk}",
+        )
+
+    def pending_items(self, job: ScreeningJob, after: int, limit: int):
+        return list(
+            Paper.objects.filter(job=job, position__gt=after, result__isnull=True)
+            .order_by("position")
+            .only("id", "position", "paper_id", "title", "abstract", "keywords")[:limit]
+        )
+
+    def item_position(self, item: Paper) -> int:
+        return item.position
+
+    async def process(self, client, job: ScreeningJob, paper: Paper) -> Outcome:
+        cluster = job.cluster_assignments[paper.position]
+        row = ScreeningResult(job_id=job.pk, paper_id=paper.pk, position=paper.position, cluster=cluster, llm_backend=job.llm_backend)
+        if cluster not in self.kept:
+            row.decision, row.filtered, row.criteria = "exclude", True, []
+            row.reasoning = f"Excluded without screening: cluster '{self.label[cluster]}' is not in clusters.include."
+            return Outcome(row=row, counters={"screened": 1, "excluded": 1})
+        messages = prompts.messages_for(self.system, paper.title, paper.abstract, paper.keywords)
+        try:
+            answer = await client.complete(messages, self.options)
+        except LLMError as exc:
+            usage = getattr(exc, "usage", None)
+            row.error, row.error_category = exc.detail, exc.category
+            outcome = Outcome(row=row, counters={"screened": 1, "errored": 1}, error_category=exc.category,
+                              error_message=exc.detail, fatal=exc.category == Category.AUTH)
+            if usage is not None:
+                outcome.usage = usage
+            return outcome
+        self.fill(row, answer.parsed, job)
+        row.llm_backend = answer.backend
+        row.input_tokens, row.cached_input_tokens, row.output_tokens = (
+            answer.usage.input_tokens, answer.usage.cached_input_tokens, answer.usage.output_tokens)
+        included = row.decision == "include"
+        return Outcome(row=row, usage=answer.usage,
+                       counters={"screened": 1, "included": int(included), "excluded": int(not included)})
+
+    def fill(self, row: ScreeningResult, decision: prompts.ScreeningDecision, job: ScreeningJob) -> None:
+        given = {v.id.strip().upper(): v for v in decision.verdicts}
+        verdicts = {cid: (given[cid].verdict if cid in given else "unclear") for cid, *_ in self.ids}
+        row.criteria = [
+            {"kind": kind, "index": index, "text": text, "verdict": verdicts[cid],
+             "reasoning": given[cid].reason if cid in given else "No verdict was returned for this criterion."}
+            for cid, kind, index, text in self.ids
+        ]
+        row.score = round(prompts.score_verdicts(verdicts, job.criteria), 4)
+        row.decision = "include" if row.score >= job.threshold else "exclude"
+        row.confidence = min(1.0, max(0.0, float(decision.confidence)))
+        row.needs_review = "unclear" in verdicts.values() or row.confidence < 0.6
+        row.reasoning = decision.reasoning
+
+    def write(self, job: ScreeningJob, outcomes: list[Outcome]) -> None:
+        ScreeningResult.objects.bulk_create([o.row for o in outcomes])
+        by_cluster = Counter()
+        included = Counter()
+        for outcome in outcomes:
+            by_cluster[outcome.row.cluster] += 1
+            included[outcome.row.cluster] += outcome.row.decision == "include"
+        for entry in job.clusters:
+            entry["screened"] += by_cluster.get(entry["id"], 0)
+            entry["included"] += included.get(entry["id"], 0)
+        ScreeningJob.objects.filter(pk=job.pk).update(clusters=job.clusters)
+
+    def failure_counts(self, job: ScreeningJob) -> tuple[int, Counter]:
+        attempted = ScreeningResult.objects.filter(job=job, filtered=False).count()
+        failures = Counter(
+            ScreeningResult.objects.filter(job=job, error_category__in=(Category.UPSTREAM, Category.RATE_LIMIT))
+            .values_list("error_category", flat=True)
+        )
+        return attempted, failures

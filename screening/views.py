@@ -1,0 +1,177 @@
+from __future__ import annotations
+
+from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers as drf_serializers
+from rest_framework import status
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from crystallise.api import Cursor, LimitedJSONParser
+from crystallise.auth import request_openai_key
+from crystallise.errors import NotFoundError, ValidationError
+from crystallise.formats import parse_papers
+from crystallise.jobs.models import ACTIVE_STATUSES, JobStatus
+from crystallise.jobs.services import job_cancel
+from screening import exports
+from screening.models import ScreeningJob, ScreeningResult
+from screening.serializers import (
+    MAX_PAPERS,
+    ScreeningJobCreateSerializer,
+    ScreeningJobSerializer,
+    ScreeningResultSerializer,
+)
+from screening.services import job_create, job_delete
+
+ERROR = inline_serializer(
+    "Error",
+    {
+        "error_category": drf_serializers.CharField(),
+        "detail": drf_serializers.CharField(),
+        "errors": drf_serializers.DictField(required=False),
+    },
+)
+ERRORS = {400: ERROR, 401: ERROR, 404: ERROR, 405: ERROR, 409: ERROR, 413: ERROR}
+
+
+def get_job(request, job_id) -> ScreeningJob:
+    """A job of the caller's key; other keys' jobs do not exist for them."""
+    job = ScreeningJob.objects.filter(pk=job_id, owner=request.user.fingerprint).first()
+    if job is None:
+        raise NotFoundError(f"No screening job {job_id}.")
+    return job
+
+
+class JobListCreate(APIView):
+    parser_classes = [LimitedJSONParser, MultiPartParser, FormParser]
+
+    @extend_schema(
+        operation_id="screening_jobs_list",
+        parameters=[
+            OpenApiParameter("project_id", str),
+            OpenApiParameter("status", str, enum=[s.value for s in JobStatus]),
+            OpenApiParameter("cursor", str),
+            OpenApiParameter("page_size", int),
+        ],
+        responses={200: ScreeningJobSerializer(many=True), **ERRORS},
+    )
+    def get(self, request):
+        jobs = ScreeningJob.objects.owned_by(request.user.fingerprint)
+        if project := request.query_params.get("project_id"):
+            jobs = jobs.filter(project_id=project)
+        if wanted := request.query_params.get("status"):
+            if wanted not in JobStatus.values:
+                raise ValidationError(f"Unknown status {wanted!r}.", errors={"status": [f"One of {', '.join(JobStatus.values)}."]})
+            jobs = jobs.filter(status=wanted)
+        jobs = jobs.defer("cluster_assignments", "criteria")
+        paginator = Cursor()
+        page = paginator.paginate_queryset(jobs, request, view=self)
+        data = ScreeningJobSerializer(page, many=True, context={"request": request}).data
+        return Response({"results": data, "next": paginator.get_next_link(), "previous": paginator.get_previous_link()})
+
+    @extend_schema(
+        operation_id="screening_jobs_create",
+        request={"application/json": ScreeningJobCreateSerializer, "multipart/form-data": ScreeningJobCreateSerializer},
+        parameters=[
+            OpenApiParameter("X-OpenAI-API-Key", str, OpenApiParameter.HEADER, description="Per-request OpenAI key (optional)."),
+            OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, description="Retry-safe submission key (optional)."),
+        ],
+        responses={202: ScreeningJobSerializer, 200: ScreeningJobSerializer, **ERRORS},
+    )
+    def post(self, request):
+        serializer = ScreeningJobCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        payload = dict(serializer.validated_data)
+        upload = payload.pop("papers_file", None)
+        if upload is not None:
+            papers = parse_papers(upload.read(), filename=upload.name, content_type=upload.content_type,
+                                  max_records=MAX_PAPERS, field="papers_file")
+        else:
+            papers = payload.pop("papers")
+        payload.pop("papers", None)
+        idempotency_key = (request.headers.get("Idempotency-Key") or "").strip()[:200] or None
+        job, created = job_create(
+            caller=request.user,
+            payload=payload,
+            papers=papers,
+            request_openai_key=request_openai_key(request),
+            idempotency_key=idempotency_key,
+        )
+        body = ScreeningJobSerializer(job, context={"request": request}).data
+        headers = {"Location": body["results_url"].rsplit("/results", 1)[0]}
+        if job.is_active:
+            headers["Retry-After"] = "2"
+        return Response(body, status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK, headers=headers)
+
+
+class JobDetail(APIView):
+    @extend_schema(operation_id="screening_jobs_retrieve", responses={200: ScreeningJobSerializer, **ERRORS})
+    def get(self, request, job_id):
+        job = get_job(request, job_id)
+        body = ScreeningJobSerializer(job, context={"request": request, "inline_results": True}).data
+        headers = {"Retry-After": "2"} if job.status in ACTIVE_STATUSES else {}
+        return Response(body, headers=headers)
+
+    @extend_schema(operation_id="screening_jobs_destroy", responses={200: ScreeningJobSerializer, 204: None, **ERRORS})
+    def delete(self, request, job_id):
+        job = get_job(request, job_id)
+        if job.status in ACTIVE_STATUSES:
+            job = job_cancel(job=job)
+            if job.status == JobStatus.CANCELLED:
+                return Response(ScreeningJobSerializer(job, context={"request": request}).data)
+        job_delete(job=job)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ResultsCursor(Cursor):
+    ordering = "position"
+
+
+class JobResults(APIView):
+    @extend_schema(
+        operation_id="screening_jobs_results",
+        parameters=[
+            OpenApiParameter("format", str, enum=["json", "csv", "ris", "jsonl"]),
+            OpenApiParameter("decision", str, enum=["include", "exclude", "error"]),
+            OpenApiParameter("cluster", int),
+            OpenApiParameter("needs_review", bool),
+            OpenApiParameter("cursor", str),
+            OpenApiParameter("page_size", int),
+        ],
+        responses={200: ScreeningResultSerializer(many=True), (200, "text/csv"): OpenApiTypes.STR, **ERRORS},
+    )
+    def get(self, request, job_id):
+        job = get_job(request, job_id)
+        rows = ScreeningResult.objects.filter(job=job).select_related("paper")
+        params = request.query_params
+        if decision := params.get("decision"):
+            if decision == "error":
+                rows = rows.filter(decision__isnull=True)
+            elif decision in ("include", "exclude"):
+                rows = rows.filter(decision=decision)
+            else:
+                raise ValidationError("decision must be include, exclude or error.", errors={"decision": ["Invalid choice."]})
+        if (cluster := params.get("cluster")) is not None:
+            if not cluster.lstrip("-").isdigit():
+                raise ValidationError("cluster must be an integer.", errors={"cluster": ["Must be an integer."]})
+            rows = rows.filter(cluster=int(cluster))
+        if (review := params.get("needs_review")) is not None:
+            if review.lower() not in ("true", "false", "1", "0"):
+                raise ValidationError("needs_review must be true or false.", errors={"needs_review": ["Must be a boolean."]})
+            rows = rows.filter(needs_review=review.lower() in ("true", "1"))
+        fmt = params.get("format", "json")
+        headers = {"Retry-After": "2"} if job.status in ACTIVE_STATUSES else {}
+        if fmt in exports.FORMATS:
+            content_type, stream = exports.stream(job, rows.order_by("position"), fmt)
+            response = StreamingHttpResponse(stream, content_type=content_type, headers=headers)
+            response["Content-Disposition"] = f'attachment; filename="screening-{job.pk}.{fmt}"'
+            return response
+        if fmt != "json":
+            raise ValidationError("format must be json, csv, ris or jsonl.", errors={"format": ["Invalid choice."]})
+        paginator = ResultsCursor()
+        page = paginator.paginate_queryset(rows, request, view=self)
+        data = ScreeningResultSerializer(page, many=True).data
+        return Response({"results": data, "next": paginator.get_next_link(), "previous": paginator.get_previous_link()},
+                        headers=headers)

@@ -1,0 +1,67 @@
+"""Root fixtures: an API client, the OpenAI-compatible fake, and the queue runner."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+from rest_framework.test import APIClient
+
+from tests.fake_openai import FakeConfig, FakeOpenAI
+
+SERVER_OPENAI_KEY = "sk-server-test-key-0000"
+
+
+@pytest.fixture(scope="session")
+def _fake_server():
+    with FakeOpenAI() as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake_openai(_fake_server, settings):
+    """The fake OpenAI server over real HTTP, reset, and configured as the service's endpoint and key."""
+    _fake_server.config = FakeConfig()
+    _fake_server.reset()
+    settings.CRYSTALLISE_LLM_BACKEND = "openai"
+    settings.CRYSTALLISE_OPENAI_BASE_URL = _fake_server.base_url
+    settings.CRYSTALLISE_OPENAI_API_KEY = SERVER_OPENAI_KEY
+    yield _fake_server
+    _fake_server.config = FakeConfig()
+
+
+@pytest.fixture
+def api():
+    """A client with a service key (dev mode accepts any non-empty key)."""
+    client = APIClient()
+    client.credentials(HTTP_X_API_KEY="test-service-key")
+    return client
+
+
+@pytest.fixture
+def anon():
+    return APIClient()
+
+
+def run_queued_tasks() -> int:
+    """Run what the web process enqueued, the way a django-q2 worker would. Returns the task count."""
+    from django_q.brokers import get_broker
+    from django_q.signing import SignedPackage
+
+    broker = get_broker()
+    ran = 0
+    while True:
+        batch = broker.dequeue()
+        if not batch:
+            return ran
+        for ack_id, pack in batch:
+            task = SignedPackage.loads(pack)
+            module, func = task["func"].rsplit(".", 1)
+            getattr(importlib.import_module(module), func)(*task["args"], **task["kwargs"])
+            broker.acknowledge(ack_id)
+            ran += 1
+
+
+@pytest.fixture
+def run_queue():
+    return run_queued_tasks

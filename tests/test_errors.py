@@ -1,0 +1,59 @@
+"""The contract's error shape for every 4xx/5xx, including DRF's and Django's own."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.django_db
+
+
+def test_unknown_route_is_404_not_found_in_shape(api):
+    response = api.get("/v1/nope")
+    assert response.status_code == 404
+    assert response.json()["error_category"] == "not_found"
+
+
+def test_unknown_route_outside_v1_is_json_404(anon):
+    response = anon.get("/definitely/not/here")
+    assert response.status_code == 404
+    assert response.json()["error_category"] == "not_found"
+
+
+def test_malformed_json_is_validation(api):
+    response = api.post("/v1/screening/jobs", data="{not json", content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["error_category"] == "validation"
+
+
+def test_wrong_method_is_405_validation(api):
+    response = api.put("/v1/screening/jobs", data={}, format="json")
+    assert response.status_code == 405
+    assert response.json()["error_category"] == "validation"
+
+
+def test_field_errors_carry_errors_map(api):
+    response = api.post("/v1/screening/jobs", data={"criteria": {"inclusion": []}, "papers": []}, format="json")
+    assert response.status_code == 400
+    body = response.json()
+    assert body["error_category"] == "validation"
+    assert set(body["errors"]) >= {"criteria.inclusion", "papers"} or body["errors"]
+
+
+def test_missing_object_is_404_in_shape(api):
+    response = api.get("/v1/screening/jobs/00000000-0000-0000-0000-000000000000")
+    assert response.status_code == 404
+    assert response.json()["error_category"] == "not_found"
+
+
+def test_unsupported_media_type_is_validation(api):
+    response = api.post("/v1/screening/jobs", data="x", content_type="text/plain")
+    assert response.status_code == 415
+    assert response.json()["error_category"] == "validation"
+
+
+def test_healthz_reports_database():
+    from django.test import Client
+
+    response = Client().get("/healthz")
+    assert response.status_code == 200
+    assert response.json()["database"] == "ok"
