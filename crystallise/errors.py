@@ -98,8 +98,11 @@ class LLMError(CrystalliseError):
 
     `permanent` errors (bad request, rejected key) are never retried;
     transient ones (rate limit, timeout, connection, 5xx, unparseable or
-    schema-invalid output) are retried with backoff.
+    schema-invalid output) are retried with backoff. `bad_output` marks a
+    200 whose content did not fit the requested schema.
     """
+
+    bad_output: bool = False
 
     def __init__(
         self,

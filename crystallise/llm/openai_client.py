@@ -90,6 +90,8 @@ def classify(exc: Exception) -> LLMError:
 class _BadOutput(LLMError):
     """A 200 whose content is not the requested structure. Billed, so usage is kept."""
 
+    bad_output = True
+
     def __init__(self, detail: str, usage: Usage) -> None:
         super().__init__(detail, category=Category.UPSTREAM, permanent=False)
         self.usage = usage
