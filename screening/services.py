@@ -8,6 +8,7 @@ from collections import Counter
 from decimal import Decimal
 
 from django.db import IntegrityError, transaction
+from django.db.models import Count, Q
 
 from crystallise.auth import Caller
 from crystallise.config import model_capabilities, validate_model
@@ -170,6 +171,8 @@ class ScreeningKind:
             job.clusters = [{**c, "screened": 0, "included": 0} for c in result.clusters]
             job.cluster_assignments = result.assignments
             ScreeningJob.objects.filter(pk=job.pk).update(clusters=job.clusters, cluster_assignments=job.cluster_assignments)
+        if job.attempts > 1:
+            self.recount(job)
         include = (job.clusters_config or {}).get("include")
         wanted = {str(label).casefold() for label in include} if include else None
         self.kept = {c["id"] for c in job.clusters if wanted is None or c["label"].casefold() in wanted}
@@ -183,6 +186,24 @@ class ScreeningKind:
             reasoning_effort="minimal" if model_capabilities[job.model].reasoning else None,
             cache_key=f"crystallise-screening-{job.pk}",
         )
+
+    def recount(self, job: ScreeningJob) -> None:
+        """On resume, rebuild every counter from the persisted results (they are the truth)."""
+        results = ScreeningResult.objects.filter(job=job)
+        totals = results.aggregate(
+            screened=Count("id"),
+            included=Count("id", filter=Q(decision="include")),
+            excluded=Count("id", filter=Q(decision="exclude")),
+            errored=Count("id", filter=Q(decision__isnull=True)),
+        )
+        per_cluster = {
+            row["cluster"]: row
+            for row in results.values("cluster").annotate(n=Count("id"), inc=Count("id", filter=Q(decision="include")))
+        }
+        for entry in job.clusters:
+            row = per_cluster.get(entry["id"], {})
+            entry["screened"], entry["included"] = row.get("n", 0), row.get("inc", 0)
+        ScreeningJob.objects.filter(pk=job.pk).update(clusters=job.clusters, **totals)
 
     def pending_items(self, job: ScreeningJob, after: int, limit: int):
         return list(

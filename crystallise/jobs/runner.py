@@ -35,7 +35,7 @@ from crystallise.tokens import Usage, cost_usd
 logger = logging.getLogger(__name__)
 
 BATCH_SIZE = 200
-FLUSH_SECONDS = 0.5
+FLUSH_SECONDS = 0.25
 LOAD_CHUNK = 1000
 # After this many papers in a row fail after all retries, the provider is
 # treated as down and the job stops instead of burning through the rest.
@@ -176,11 +176,15 @@ class _Run:
         producer = asyncio.create_task(self.produce(queue))
         flusher = asyncio.create_task(self.flusher())
         try:
-            await asyncio.wait([producer, *workers], return_when=asyncio.ALL_COMPLETED)
+            # Workers end on the producer's sentinels, or after their current
+            # call once `stop` is set (cancel, lost lease, fatal error).
+            await asyncio.gather(*workers)
         finally:
             for task in (producer, *workers):
                 task.cancel()
-            await asyncio.gather(producer, *workers, return_exceptions=True)
+            outcomes = await asyncio.gather(producer, *workers, return_exceptions=True)
+            # CancelledError is not an Exception: only real failures count.
+            crash = next((o for o in outcomes if isinstance(o, Exception)), None)
             self.stop.set()
             self.flush_now.set()
             await asyncio.gather(flusher, return_exceptions=True)
@@ -188,6 +192,8 @@ class _Run:
             try:
                 if not self.lost:
                     await self.db_call(self.flush_batch)
+                if crash is not None:
+                    raise crash
                 status = None if self.lost else await self.db_call(self.conclude)
             finally:
                 await self.db_call(_close_connection)
@@ -206,9 +212,17 @@ class _Run:
                         break
                     await queue.put(item)
                 after = self.kind.item_position(items[-1])
-        finally:
+        except Exception:
+            # Wake idle workers so the run ends; the error is re-raised by run().
+            self.stop.set()
             for _ in range(self.concurrency):
-                await queue.put(None)
+                try:
+                    queue.put_nowait(None)
+                except asyncio.QueueFull:
+                    break
+            raise
+        for _ in range(self.concurrency):
+            await queue.put(None)
 
     async def worker(self, client, queue: asyncio.Queue) -> None:
         while True:

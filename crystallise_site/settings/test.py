@@ -9,7 +9,7 @@ import os
 os.environ.setdefault("DJANGO_SECRET_KEY", "test-secret-key-not-for-production-0123456789abcdef")
 
 from .base import *  # noqa: E402,F403
-from .base import BASE_DIR, DATABASES  # noqa: E402
+from .base import DATABASES  # noqa: E402
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 CRYSTALLISE_API_KEYS = []
@@ -23,6 +23,10 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / ".test-db.sqlite3")}
+    # A file (not :memory:) so real worker subprocesses can share it; one per
+    # test process so parallel runs do not collide.
+    import tempfile
+
+    DATABASES["default"]["TEST"] = {"NAME": os.path.join(tempfile.gettempdir(), f"crystallise-test-{os.getpid()}.sqlite3")}
 Q_CLUSTER = {**Q_CLUSTER, "poll": 0.05}  # noqa: F405
 CRYSTALLISE_JOB_STALE_SECONDS = 60

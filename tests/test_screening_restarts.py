@@ -1,0 +1,192 @@
+"""Restart safety with real processes: a worker SIGKILLed mid-job, duplicate delivery, cancel."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from crystallise.jobs.models import JobSecret
+from screening.models import ScreeningJob, ScreeningResult
+from screening.services import job_run
+from tests.conftest import SERVER_OPENAI_KEY
+from tests.factories import paper
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ROOT = Path(__file__).resolve().parent.parent
+URL = "/v1/screening/jobs"
+CRITERIA = {"inclusion": ["randomized trial", "migraine treatment"], "exclusion": ["children"]}
+
+
+def papers(n: int) -> list[dict]:
+    return [paper(f"p{i}", f"Trial {i} of migraine treatment", "A randomized trial of migraine treatment in adults.")
+            for i in range(n)]
+
+
+def database_url() -> str:
+    s = connection.settings_dict
+    if s["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{s['NAME']}"
+    auth = s["USER"] + (f":{s['PASSWORD']}" if s["PASSWORD"] else "")
+    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+def start_worker(job_id: str, fake, concurrency: int = 4) -> subprocess.Popen:
+    env = {**os.environ, "DATABASE_URL": database_url(), "FAKE_BASE_URL": fake.base_url,
+           "SERVER_KEY": SERVER_OPENAI_KEY, "CONCURRENCY": str(concurrency)}
+    return subprocess.Popen([sys.executable, "-m", "tests.worker_process", job_id], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for(predicate, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+def make_stale(job_id) -> None:
+    ScreeningJob.objects.filter(pk=job_id).update(heartbeat_at=timezone.now() - timedelta(hours=1))
+
+
+def assert_complete_once(job_id, n: int) -> None:
+    job = ScreeningJob.objects.get(pk=job_id)
+    assert job.status == "completed", (job.status, job.error_message)
+    positions = list(ScreeningResult.objects.filter(job=job).values_list("position", flat=True))
+    assert sorted(positions) == list(range(n))
+    assert job.screened == n and job.included + job.excluded + job.errored == n
+
+
+def test_worker_killed_mid_job_is_resumed_without_duplicates(api, fake_openai):
+    fake_openai.config.latency = 0.1
+    n = 60
+    job_id = api.post(URL, {"criteria": CRITERIA, "papers": papers(n)}, format="json").json()["id"]
+    worker = start_worker(job_id, fake_openai)
+    try:
+        wait_for(lambda: ScreeningResult.objects.filter(job_id=job_id).count() >= 10)
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+    written = ScreeningResult.objects.filter(job_id=job_id).count()
+    assert 10 <= written < n
+    calls_before = fake_openai.count
+    assert ScreeningJob.objects.get(pk=job_id).status == "running"
+    make_stale(job_id)  # the recovery schedule does this after CRYSTALLISE_JOB_STALE_SECONDS
+    assert job_run(job_id=job_id) == "completed"
+    assert_complete_once(job_id, n)
+    # Papers already screened were not billed again: at most the in-flight ones (≤ concurrency) are repeated.
+    assert fake_openai.count - calls_before <= (n - written) + 4
+
+
+def test_resume_with_per_request_key_while_its_encrypted_copy_exists(api, fake_openai):
+    fake_openai.config.latency = 0.1
+    secret = "sk-per-request-resume-777777"
+    job_id = api.post(URL, {"criteria": CRITERIA, "papers": papers(30)}, format="json",
+                      HTTP_X_OPENAI_API_KEY=secret).json()["id"]
+    worker = start_worker(job_id, fake_openai)
+    try:
+        wait_for(lambda: ScreeningResult.objects.filter(job_id=job_id).count() >= 5)
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+    make_stale(job_id)
+    assert job_run(job_id=job_id) == "completed"
+    assert set(fake_openai.stats["keys_seen"]) == {secret}  # never switched to the server key
+    assert not JobSecret.objects.filter(job_id=job_id).exists()
+
+
+def test_interrupted_job_whose_key_is_gone_fails_server_restart(api, fake_openai):
+    job_id = api.post(URL, {"criteria": CRITERIA, "papers": papers(3)}, format="json",
+                      HTTP_X_OPENAI_API_KEY="sk-gone-key-000000").json()["id"]
+    ScreeningJob.objects.filter(pk=job_id).update(status="running", heartbeat_at=timezone.now() - timedelta(hours=1))
+    JobSecret.objects.filter(job_id=job_id).delete()
+    job_run(job_id=job_id)
+    body = api.get(f"{URL}/{job_id}").json()
+    assert body["status"] == "failed" and body["error_category"] == "server_restart"
+    assert fake_openai.count == 0
+
+
+def test_recovery_schedule_requeues_stale_jobs(api, fake_openai, run_queue):
+    from crystallise.tasks import recover_jobs
+
+    job_id = api.post(URL, {"criteria": CRITERIA, "papers": papers(3)}, format="json").json()["id"]
+    run_queue()
+    ScreeningJob.objects.filter(pk=job_id).update(status="running", heartbeat_at=timezone.now() - timedelta(hours=1))
+    ScreeningResult.objects.filter(job_id=job_id, position=2).delete()
+    ScreeningJob.objects.filter(pk=job_id).update(screened=2)
+    assert recover_jobs()["ScreeningJob"]["resumed"] == 1
+    run_queue()
+    assert_complete_once(job_id, 3)
+
+
+def test_duplicate_delivery_gives_one_result_per_paper(api, fake_openai):
+    fake_openai.config.latency = 0.05
+    n = 40
+    job_id = api.post(URL, {"criteria": CRITERIA, "papers": papers(n)}, format="json").json()["id"]
+    first, second = start_worker(job_id, fake_openai), start_worker(job_id, fake_openai)
+    outputs = [p.communicate(timeout=60)[0] for p in (first, second)]
+    statuses = sorted(line.split()[-1] for out in outputs for line in out.splitlines() if line.startswith("STATUS"))
+    assert statuses == ["None", "completed"], outputs
+    assert_complete_once(job_id, n)
+    assert fake_openai.count == n
+
+
+def test_cancel_stops_llm_calls_within_seconds(api, fake_openai, settings):
+    settings.CRYSTALLISE_LLM_CONCURRENCY = 8
+    fake_openai.config.latency = 0.2
+    n = 200
+    job_id = api.post(URL, {"criteria": CRITERIA, "papers": papers(n)}, format="json").json()["id"]
+    runner = threading.Thread(target=lambda: (job_run(job_id=job_id), connection.close()))
+    runner.start()
+    wait_for(lambda: ScreeningResult.objects.filter(job_id=job_id).exists())
+    assert api.delete(f"{URL}/{job_id}").json()["status"] == "cancelled"
+    cancelled_at, stopped_by = fake_openai.count, time.monotonic() + 3
+    runner.join(timeout=10)
+    assert time.monotonic() <= stopped_by and not runner.is_alive()
+    after_stop = fake_openai.count
+    time.sleep(0.5)
+    assert fake_openai.count == after_stop  # nothing more once the worker stopped
+    assert after_stop - cancelled_at <= 4 * 8  # in flight plus at most one write interval
+    assert after_stop < n
+    job = ScreeningJob.objects.get(pk=job_id)
+    assert job.status == "cancelled"
+    # No results were written after the cancel.
+    assert ScreeningResult.objects.filter(job=job, created_at__gt=job.finished_at).count() == 0
+
+
+def test_runtime_budget_stop(api, fake_openai, settings):
+    # The preflight passes (estimate under the cap), but the provider reports far more
+    # tokens than estimated: the runner stops with `budget` instead of overspending.
+    fake_openai.config.reasoning_tokens = 200_000
+    response = api.post(URL, {"criteria": CRITERIA, "papers": papers(50), "max_estimated_cost_usd": 1.0}, format="json")
+    job_id = response.json()["id"]
+    settings.CRYSTALLISE_LLM_CONCURRENCY = 2
+    assert job_run(job_id=job_id) == "failed"
+    body = api.get(f"{URL}/{job_id}").json()
+    assert body["error_category"] == "budget"
+    assert fake_openai.count < 50
+    assert body["cost_usd"] > 0
+
+
+def test_kickoff_failure_fails_job_at_once(api, fake_openai, monkeypatch):
+    import crystallise.jobs.services as job_services
+
+    def broken(**kwargs):
+        raise RuntimeError("queue down")
+
+    monkeypatch.setattr(job_services, "job_enqueue_now", broken)
+    job = api.post(URL, {"criteria": CRITERIA, "papers": papers(2)}, format="json").json()
+    body = api.get(f"{URL}/{job['id']}").json()
+    assert body["status"] == "failed" and body["error_category"] == "internal"

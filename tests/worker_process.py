@@ -1,0 +1,28 @@
+"""A real worker process for crash tests: runs one job with the service's own code.
+
+python -m tests.worker_process JOB_ID   (env: DATABASE_URL, FAKE_BASE_URL, SERVER_KEY, CONCURRENCY)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def main() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "crystallise_site.settings.test")
+    import django
+    from django.conf import settings
+
+    django.setup()
+    settings.CRYSTALLISE_OPENAI_BASE_URL = os.environ["FAKE_BASE_URL"]
+    settings.CRYSTALLISE_OPENAI_API_KEY = os.environ.get("SERVER_KEY", "")
+    settings.CRYSTALLISE_LLM_CONCURRENCY = int(os.environ.get("CONCURRENCY", "4"))
+    settings.CRYSTALLISE_JOB_STALE_SECONDS = int(os.environ.get("STALE_SECONDS", "60"))
+    from screening.services import job_run
+
+    print("STATUS", job_run(job_id=sys.argv[1]), flush=True)
+
+
+if __name__ == "__main__":
+    main()
