@@ -1,8 +1,8 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from crystallise.api import healthz
+from crystallise.api import healthz, not_found
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
@@ -12,6 +12,8 @@ urlpatterns = [
     path("v1/criteria/", include("criteria.urls")),
     path("v1/indexer/", include("indexer.urls")),
     path("admin/", admin.site.urls),
+    # Unknown routes outside the admin: the JSON error shape, DEBUG or not.
+    re_path(r"^(?!admin/|static/).*$", not_found),
 ]
 
 handler404 = "crystallise.api.not_found"

@@ -57,6 +57,7 @@ def job_create(
     papers: list[dict],
     request_openai_key: str | None,
     idempotency_key: str | None = None,
+    enqueue: bool = True,
 ) -> tuple[ScreeningJob, bool]:
     """Validate, estimate and store a screening job, then enqueue it. Returns (job, created)."""
     from django.conf import settings
@@ -74,7 +75,7 @@ def job_create(
     cap = payload.get("max_estimated_cost_usd")
     if cap is not None and estimate > Decimal(str(cap)):
         raise BudgetError(
-            f"The estimated cost ${estimate:.6f} exceeds max_estimated_cost_usd=${Decimal(str(cap))}. "
+            f"The estimated cost ${estimate:.6f} exceeds max_estimated_cost_usd=${Decimal(str(cap)):f}. "
             "Raise the cap, screen fewer papers, or pick a cheaper model.",
             extra={"estimated_cost_usd": float(estimate)},
         )
@@ -116,7 +117,8 @@ def job_create(
             )
             if resolved.source == SOURCE_REQUEST:
                 store_request_key(job, resolved.key)
-            job_enqueue(job=job, task=TASK)
+            if enqueue:
+                job_enqueue(job=job, task=TASK)
     except IntegrityError:
         return _resolve_conflict(job, caller, idempotency_key, fingerprint), False
     return job, True
@@ -154,7 +156,38 @@ def job_delete(*, job: ScreeningJob) -> None:
 
 
 def job_run(*, job_id) -> str | None:
-    return run_job(ScreeningKind(), job_id)
+    status = run_job(ScreeningKind(), job_id)
+    if status is not None:
+        callback_enqueue(job_id=job_id)
+    return status
+
+
+def callback_enqueue(*, job_id) -> None:
+    """Queue the completion callback of a finished job that asked for one."""
+    if ScreeningJob.objects.filter(pk=job_id, callback_url__isnull=False).exists():
+        from django_q.tasks import async_task
+
+        ScreeningJob.objects.filter(pk=job_id).update(callback_status="pending")
+        async_task("screening.tasks.deliver_screening_callback", str(job_id))
+
+
+def callback_deliver(*, job_id, backoff: float = 2.0) -> str | None:
+    from crystallise import callbacks
+
+    job = ScreeningJob.objects.filter(pk=job_id).first()
+    if job is None or not job.callback_url:
+        return None
+    payload = {
+        "id": str(job.pk), "status": job.status, "project_id": job.project_id,
+        "progress": {"total": job.total, "screened": job.screened, "included": job.included,
+                     "excluded": job.excluded, "errored": job.errored},
+        "error_category": job.error_category, "error_message": job.error_message,
+        "usage": job.usage_dict(), "cost_usd": float(job.cost_usd), "finished_at": job.finished_at,
+    }
+    delivered, attempts = callbacks.deliver(job.callback_url, payload, backoff=backoff)
+    status = "delivered" if delivered else "failed"
+    ScreeningJob.objects.filter(pk=job.pk).update(callback_status=status, callback_attempts=attempts)
+    return status
 
 
 class ScreeningKind:

@@ -8,3 +8,9 @@ def run_screening_job(job_id: str) -> str | None:
 
     return job_run(job_id=job_id)
 
+
+
+def deliver_screening_callback(job_id: str) -> str | None:
+    from screening.services import callback_deliver
+
+    return callback_deliver(job_id=job_id)

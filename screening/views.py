@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
@@ -11,7 +12,7 @@ from rest_framework.views import APIView
 
 from crystallise.api import Cursor, LimitedJSONParser
 from crystallise.auth import request_openai_key
-from crystallise.errors import NotFoundError, ValidationError
+from crystallise.errors import NotFoundError, PayloadTooLarge, ValidationError
 from crystallise.formats import parse_papers
 from crystallise.jobs.models import ACTIVE_STATUSES, JobStatus
 from crystallise.jobs.services import job_cancel
@@ -23,7 +24,7 @@ from screening.serializers import (
     ScreeningJobSerializer,
     ScreeningResultSerializer,
 )
-from screening.services import job_create, job_delete
+from screening.services import callback_enqueue, job_create, job_delete
 
 ERROR = inline_serializer(
     "Error",
@@ -86,8 +87,11 @@ class JobListCreate(APIView):
         payload = dict(serializer.validated_data)
         upload = payload.pop("papers_file", None)
         if upload is not None:
+            if upload.size > settings.CRYSTALLISE_MAX_UPLOAD_BYTES:
+                raise PayloadTooLarge("papers_file is larger than 256 MiB.", errors={"papers_file": ["File too large."]})
             papers = parse_papers(upload.read(), filename=upload.name, content_type=upload.content_type,
-                                  max_records=MAX_PAPERS, field="papers_file")
+                                  max_records=MAX_PAPERS, max_bytes=settings.CRYSTALLISE_MAX_UPLOAD_BYTES,
+                                  field="papers_file")
         else:
             papers = payload.pop("papers")
         payload.pop("papers", None)
@@ -120,6 +124,7 @@ class JobDetail(APIView):
         if job.status in ACTIVE_STATUSES:
             job = job_cancel(job=job)
             if job.status == JobStatus.CANCELLED:
+                callback_enqueue(job_id=job.pk)
                 return Response(ScreeningJobSerializer(job, context={"request": request}).data)
         job_delete(job=job)
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -282,3 +282,51 @@ def test_real_dataset_job_with_mock_backend(api, settings, run_queue):
     assert body["status"] == "completed" and body["progress"]["screened"] == 120
     assert body["cost_usd"] == 0 and all(r["llm_backend"] == "mock" for r in body["results"])
     assert sum(c["size"] for c in body["clusters"]) == 120
+
+
+def test_completion_callback_is_signed_and_recorded(api, fake_openai, run_queue):
+    import hashlib
+    import hmac
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from crystallise.callbacks import secret
+
+    received = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((self.headers["X-Crystallise-Signature"], body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/hook"
+        job = submit(api, callback_url=url).json()
+        run_queue()
+    finally:
+        server.shutdown()
+    signature, body = received[0]
+    t, v1 = (part.split("=", 1)[1] for part in signature.split(","))
+    assert hmac.compare_digest(v1, hmac.new(secret(), f"{t}.".encode() + body, hashlib.sha256).hexdigest())
+    assert json.loads(body)["status"] == "completed" and json.loads(body)["id"] == job["id"]
+    assert api.get(f"{URL}/{job['id']}").json()["callback_status"] == "delivered"
+
+
+def test_screen_command_runs_the_pipeline(fake_openai, tmp_path, capsys):
+    from django.core.management import call_command
+
+    criteria = tmp_path / "criteria.json"
+    criteria.write_text(json.dumps(CRITERIA))
+    out = tmp_path / "out.csv"
+    call_command("screen", str(FIXTURES / "papers.csv"), "--criteria", str(criteria), "--out", str(out))
+    rows = list(csv.DictReader(out.open()))
+    assert rows and all(r["decision"] in ("include", "exclude") for r in rows)
+    assert "completed" in capsys.readouterr().out
+    assert fake_openai.count == len(rows)

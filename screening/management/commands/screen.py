@@ -1,0 +1,72 @@
+"""Screen a file of papers from the shell with the same pipeline as the API."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from crystallise.auth import Caller
+from crystallise.errors import CrystalliseError
+from crystallise.formats import parse_papers
+from screening import exports
+from screening.models import ScreeningJob, ScreeningResult
+from screening.serializers import MAX_PAPERS, CriteriaSerializer
+from screening.services import job_create, job_run
+
+CLI = Caller(label="command line", fingerprint="cli")
+
+
+class Command(BaseCommand):
+    help = "Screen FILE (RIS, CSV, PubMed/MEDLINE, JSONL) against criteria; writes a CSV of results."
+
+    def add_arguments(self, parser):
+        parser.add_argument("file")
+        parser.add_argument("--criteria", required=True, help='JSON file: {"research_question", "inclusion": [...], "exclusion": [...]}')
+        parser.add_argument("--model", default="gpt-5-nano")
+        parser.add_argument("--threshold", type=float, default=1.0)
+        parser.add_argument("--clusters", default="none", choices=["none", "topic", "study_design"])
+        parser.add_argument("--out", default=None, help="CSV output (default: FILE.screened.csv)")
+        parser.add_argument("--max-cost", type=float, default=None, help="max_estimated_cost_usd")
+
+    def handle(self, file, criteria, model, threshold, clusters, out, max_cost, **options):
+        path = Path(file)
+        if not path.exists():
+            raise CommandError(f"No such file: {file}")
+        try:
+            serializer = CriteriaSerializer(data=json.loads(Path(criteria).read_text()))
+            if not serializer.is_valid():
+                raise CommandError(f"Invalid criteria: {serializer.errors}")
+            papers = parse_papers(path.read_bytes(), filename=path.name, max_records=MAX_PAPERS)
+            payload = {"model": model, "criteria": serializer.validated_data, "threshold": threshold,
+                       "clusters": {"by": clusters}, "max_estimated_cost_usd": max_cost}
+            job, _ = job_create(caller=CLI, payload=payload, papers=papers, request_openai_key=None, enqueue=False)
+        except CrystalliseError as exc:
+            raise CommandError(exc.detail) from None
+        except (OSError, ValueError) as exc:
+            raise CommandError(str(exc)) from None
+        self.stderr.write(f"Job {job.pk}: {job.total} papers, estimated ${job.estimated_cost_usd:.4f} ({job.llm_backend}).")
+        worker = threading.Thread(target=job_run, kwargs={"job_id": job.pk}, daemon=True)
+        worker.start()
+        with tqdm(total=job.total, unit="paper", disable=None) as bar:
+            while worker.is_alive():
+                worker.join(0.5)
+                screened = ScreeningJob.objects.values_list("screened", flat=True).get(pk=job.pk)
+                bar.update(screened - bar.n)
+        job.refresh_from_db()
+        target = Path(out) if out else path.with_suffix(".screened.csv")
+        rows = ScreeningResult.objects.filter(job=job).select_related("paper").order_by("position")
+        _, stream = exports.stream(job, rows, "csv")
+        with target.open("w", encoding="utf-8", newline="") as fh:
+            for chunk in stream:
+                fh.write(chunk)
+        self.stdout.write(
+            f"{job.status}: {job.included} included, {job.excluded} excluded, {job.errored} errors; "
+            f"{job.input_tokens} input / {job.output_tokens} output tokens, ${job.cost_usd:.6f}. Results: {target}"
+        )
+        if job.status != "completed":
+            raise CommandError(f"Job {job.status}: {job.error_category}: {job.error_message}")
