@@ -1,3 +1,7 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from criteria import views
+
+urlpatterns = [
+    path("consolidate", views.Consolidate.as_view(), name="criteria-consolidate"),
+]

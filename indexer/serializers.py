@@ -1,0 +1,174 @@
+from __future__ import annotations
+
+import json
+
+from django.urls import reverse
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from crystallise.formats import normalize_papers
+from crystallise.serializers import CostField, StrictSerializer, UsageSerializer
+from indexer.models import IndexJob, IndexResult
+from indexer.prompts import FIELDS, Status
+
+MAX_SYNC_RECORDS = 100
+MAX_JOB_RECORDS = 100_000
+MAX_TITLE_CHARS = 2_000
+MAX_ABSTRACT_CHARS = 20_000
+
+
+class RecordInSerializer(serializers.Serializer):
+    """Documentation of one record (validated in bulk by crystallise.formats)."""
+
+    id = serializers.CharField(max_length=255)
+    title = serializers.CharField(required=False, allow_blank=True, max_length=MAX_TITLE_CHARS)
+    abstract = serializers.CharField(required=False, allow_blank=True, allow_null=True, max_length=MAX_ABSTRACT_CHARS)
+
+
+@extend_schema_field(RecordInSerializer(many=True))
+class RecordsField(serializers.Field):
+    """Records validated in one fast pass; `abstract` stays None when absent or null (missing_abstract)."""
+
+    def __init__(self, *, max_records: int, too_many: str, **kwargs):
+        self.max_records = max_records
+        self.too_many = too_many
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        if isinstance(data, str):
+            try:
+                data = json.loads(data)
+            except ValueError:
+                raise serializers.ValidationError("Must be a JSON array of records.") from None
+        if not isinstance(data, list):
+            raise serializers.ValidationError("Must be a list of records.")
+        if not data:
+            raise serializers.ValidationError("At least one record is required.")
+        if len(data) > self.max_records:
+            raise serializers.ValidationError(self.too_many.format(limit=self.max_records, got=len(data)))
+        papers = normalize_papers(data, max_records=self.max_records, field="records")
+        out = []
+        for index, (raw, paper) in enumerate(zip(data, papers, strict=True)):
+            abstract = raw.get("abstract") if isinstance(raw, dict) else None
+            if abstract is not None and not isinstance(abstract, str):
+                raise serializers.ValidationError(f"records[{index}].abstract must be a string or null.")
+            if len(paper["title"]) > MAX_TITLE_CHARS:
+                raise serializers.ValidationError(f"records[{index}].title is longer than {MAX_TITLE_CHARS} characters.")
+            if abstract is not None and len(abstract) > MAX_ABSTRACT_CHARS:
+                raise serializers.ValidationError(f"records[{index}].abstract is longer than {MAX_ABSTRACT_CHARS} characters.")
+            out.append({"id": paper["id"], "title": paper["title"], "abstract": abstract})
+        return out
+
+
+class FieldsField(serializers.ListField):
+    def __init__(self, **kwargs):
+        super().__init__(child=serializers.ChoiceField(choices=list(FIELDS)), allow_empty=False, required=False,
+                         default=list(FIELDS), **kwargs)
+
+    def to_internal_value(self, data):
+        # Multipart sends "population,outcomes" (one value or repeated) or a JSON list.
+        if isinstance(data, str):
+            data = [data]
+        if isinstance(data, list) and len(data) == 1 and isinstance(data[0], str) and data[0].strip().startswith("["):
+            try:
+                data = json.loads(data[0])
+            except ValueError:
+                raise serializers.ValidationError("Must be a list of field names.") from None
+        if isinstance(data, list) and all(isinstance(f, str) for f in data):
+            data = [part.strip() for f in data for part in f.split(",") if part.strip()]
+        wanted = set(super().to_internal_value(data))
+        return [name for name in FIELDS if name in wanted]
+
+
+class _CommonIn(StrictSerializer):
+    model = serializers.CharField(required=False, default="gpt-5-nano", max_length=64)
+    fields = FieldsField()
+    max_estimated_cost_usd = serializers.DecimalField(
+        required=False, allow_null=True, max_digits=16, decimal_places=8, min_value=0, coerce_to_string=False
+    )
+
+
+class IndexRunInSerializer(_CommonIn):
+    records = RecordsField(
+        max_records=MAX_SYNC_RECORDS,
+        too_many="At most {limit} records per synchronous call (got {got}). For larger batches use "
+                 "POST /v1/indexer/jobs, or `python manage.py index_records FILE` from the shell.",
+    )
+
+
+class IndexJobCreateSerializer(_CommonIn):
+    records = RecordsField(required=False, max_records=MAX_JOB_RECORDS,
+                           too_many="At most {limit} records per job (got {got}).")
+    records_file = serializers.FileField(required=False, help_text="CSV, RIS or JSONL file (multipart).")
+
+    def validate(self, attrs):
+        if "records" in attrs and "records_file" in attrs:
+            raise serializers.ValidationError({"records": ["Send records or records_file, not both."]})
+        if "records" not in attrs and "records_file" not in attrs:
+            raise serializers.ValidationError({"records": ["This field is required (or upload records_file)."]})
+        return attrs
+
+
+class RecordOutSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    indexing_status = serializers.ChoiceField(choices=list(Status.ALL))
+    extraction_error = serializers.CharField(allow_null=True)
+    fields = serializers.JSONField(allow_null=True)
+
+
+class RecordErrorSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    indexing_status = serializers.ChoiceField(choices=list(Status.ALL))
+    extraction_error = serializers.CharField(allow_null=True)
+
+
+class IndexRunOutSerializer(serializers.Serializer):
+    records = RecordOutSerializer(many=True)
+    errors = RecordErrorSerializer(many=True)
+    usage = UsageSerializer()
+    cost_usd = CostField()
+    llm_backend = serializers.CharField()
+
+
+class IndexResultSerializer(serializers.ModelSerializer):
+    id = serializers.CharField(source="record.record_id")
+    title = serializers.CharField(source="record.title")
+
+    class Meta:
+        model = IndexResult
+        fields = ["id", "title", "indexing_status", "extraction_error", "fields", "error_category", "llm_backend"]
+
+
+class ProgressSerializer(serializers.Serializer):
+    total = serializers.IntegerField()
+    processed = serializers.IntegerField()
+    ok = serializers.IntegerField()
+    errored = serializers.IntegerField()
+
+
+class IndexJobSerializer(serializers.ModelSerializer):
+    progress = serializers.SerializerMethodField()
+    usage = serializers.SerializerMethodField()
+    estimated_cost_usd = CostField()
+    max_estimated_cost_usd = CostField(allow_null=True)
+    cost_usd = CostField()
+    results_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = IndexJob
+        fields = ["id", "status", "model", "llm_backend", "fields", "progress", "estimated_cost_usd",
+                  "max_estimated_cost_usd", "usage", "cost_usd", "error_category", "error_message", "created_at",
+                  "started_at", "finished_at", "updated_at", "results_url"]
+
+    @extend_schema_field(ProgressSerializer)
+    def get_progress(self, job: IndexJob) -> dict:
+        return {"total": job.total, "processed": job.processed, "ok": job.ok, "errored": job.errored}
+
+    @extend_schema_field(UsageSerializer)
+    def get_usage(self, job: IndexJob) -> dict:
+        return job.usage_dict()
+
+    def get_results_url(self, job: IndexJob) -> str:
+        path = reverse("indexer-job-results", args=[job.pk])
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request else path

@@ -1,0 +1,308 @@
+"""AutoIndexer workflows: index a small batch in the request, or create, run and delete jobs.
+
+Provider errors of one record (rate limit or 5xx after retries) give that
+record `llm_error` and never fail the batch; a rejected key (`auth`) fails
+the whole request (`400 auth`) or job at once, since every other call would
+fail the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, Q
+
+from crystallise.auth import Caller
+from crystallise.config import model_capabilities, validate_model
+from crystallise.errors import BudgetError, Category, LLMError
+from crystallise.jobs.budget import check_key_budget
+from crystallise.jobs.runner import Outcome, run_job
+from crystallise.jobs.services import job_enqueue, store_request_key
+from crystallise.keyvault import SOURCE_REQUEST, ResolvedKey, resolve_openai_key
+from crystallise.llm import make_client
+from crystallise.llm.base import CallOptions
+from crystallise.tokens import Usage, cost_usd, count_message_tokens, estimate_cost_usd, get_encoding
+from indexer import prompts
+from indexer.models import IndexJob, IndexResult, Record
+
+Status = prompts.Status
+RECORD_INSERT_BATCH = 2000
+
+
+def output_budget(fields: list[str]) -> int:
+    """Max output tokens per record: terse fields plus room for minimal reasoning."""
+    return 200 + 80 * len(fields)
+
+
+def call_options(*, model: str, fields: list[str], cache_key: str | None = None) -> CallOptions:
+    return CallOptions(
+        model=model,
+        schema=prompts.schema_for(tuple(fields)),
+        max_output_tokens=output_budget(fields),
+        reasoning_effort="minimal" if model_capabilities[model].reasoning else None,
+        cache_key=cache_key,
+    )
+
+
+def estimate_index_cost(*, model: str, fields: list[str], records: list[dict]) -> Decimal:
+    """Real token counts of the prompts that will be sent (prechecked records send none) plus the output budget."""
+    texts = []
+    for record in records:
+        status, _, cleaned = prompts.precheck(record.get("abstract"))
+        if status == Status.OK:
+            texts.append(prompts.messages_for(record.get("title") or "", cleaned)[1]["content"])
+    fixed = count_message_tokens(prompts.messages_for("", "")[:1] + [{"role": "user", "content": ""}])
+    variable = sum(len(t) for t in get_encoding().encode_ordinary_batch(texts)) if texts else 0
+    return estimate_cost_usd(model, input_tokens=fixed * len(texts) + variable,
+                             output_tokens=output_budget(fields) * len(texts))
+
+
+def _check_cap(estimate: Decimal, cap: Decimal | None) -> None:
+    if cap is not None and estimate > Decimal(str(cap)):
+        raise BudgetError(
+            f"The estimated cost ${estimate:.6f} exceeds max_estimated_cost_usd=${Decimal(str(cap))}. "
+            "Raise the cap, index fewer records, request fewer fields, or pick a cheaper model.",
+            extra={"estimated_cost_usd": float(estimate)},
+        )
+
+
+@dataclass
+class Indexed:
+    """One record's indexing outcome."""
+
+    status: str
+    error: str | None = None
+    fields: dict[str, Any] | None = None
+    category: str | None = None
+    usage: Usage | None = None
+    backend: str = ""
+
+
+async def record_index(client, options: CallOptions, *, title: str, abstract: str | None) -> Indexed:
+    """Precheck, then one LLM call for an indexable record. Raises LLMError only for `auth`."""
+    status, error, cleaned = prompts.precheck(abstract)
+    if status != Status.OK:
+        return Indexed(status, error)
+    try:
+        answer = await client.complete(prompts.messages_for(title, cleaned), options)
+    except LLMError as exc:
+        if exc.category == Category.AUTH:
+            raise
+        return Indexed(Status.LLM_ERROR, exc.detail, category=exc.category,
+                       usage=getattr(exc, "usage", None) or Usage(), backend=client.backend)
+    return Indexed(Status.OK, fields=answer.parsed.model_dump(), usage=answer.usage, backend=answer.backend)
+
+
+def index_run(
+    *,
+    caller: Caller,
+    model: str | None,
+    records: list[dict],
+    fields: list[str],
+    max_estimated_cost_usd: Decimal | None,
+    request_openai_key: str | None,
+) -> dict[str, Any]:
+    """Index up to 100 records in the request, concurrently; the response body."""
+    model = validate_model(model)
+    backend = settings.CRYSTALLISE_LLM_BACKEND
+    resolved = resolve_openai_key(request_openai_key, backend=backend)
+    estimate = estimate_index_cost(model=model, fields=fields, records=records)
+    _check_cap(estimate, max_estimated_cost_usd)
+    check_key_budget(caller=caller, estimate=estimate)
+    outcomes = asyncio.run(_index_all(resolved, backend, call_options(model=model, fields=fields), records))
+    usage = sum((o.usage for o in outcomes if o.usage), Usage())
+    used_backend = next((o.backend for o in outcomes if o.backend), backend)
+    out, errors = [], []
+    for record, outcome in zip(records, outcomes, strict=True):
+        out.append({"id": record["id"], "indexing_status": outcome.status, "extraction_error": outcome.error,
+                    "fields": outcome.fields})
+        if outcome.status != Status.OK:
+            errors.append({"id": record["id"], "indexing_status": outcome.status, "extraction_error": outcome.error})
+    return {
+        "records": out,
+        "errors": errors,
+        "usage": usage.as_dict(),
+        "cost_usd": Decimal("0") if used_backend == "mock" else cost_usd(model, usage),
+        "llm_backend": used_backend,
+    }
+
+
+async def _index_all(resolved: ResolvedKey, backend: str, options: CallOptions, records: list[dict]) -> list[Indexed]:
+    concurrency = min(settings.CRYSTALLISE_LLM_CONCURRENCY, max(1, len(records)))
+    client = make_client(api_key=resolved.key, backend=backend, concurrency=concurrency)
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(record: dict) -> Indexed:
+        async with gate:
+            return await record_index(client, options, title=record.get("title") or "", abstract=record.get("abstract"))
+
+    try:
+        # A TaskGroup cancels the other calls as soon as one raises (a rejected key).
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(one(r)) for r in records]
+    except* LLMError as failed:
+        raise failed.exceptions[0] from None
+    finally:
+        await client.aclose()
+    return [t.result() for t in tasks]
+
+
+def job_create(
+    *,
+    caller: Caller | None,
+    model: str | None,
+    records: list[dict],
+    fields: list[str],
+    max_estimated_cost_usd: Decimal | None = None,
+    request_openai_key: str | None = None,
+    owner: str | None = None,
+    idempotency_key: str | None = None,
+    source: str = "api",
+    enqueue: bool = True,
+) -> IndexJob:
+    """Validate, estimate and store an index job; enqueue it for a worker unless `enqueue` is False (the CLI)."""
+    model = validate_model(model)
+    backend = settings.CRYSTALLISE_LLM_BACKEND
+    resolved = resolve_openai_key(request_openai_key, backend=backend)
+    estimate = estimate_index_cost(model=model, fields=fields, records=records)
+    _check_cap(estimate, max_estimated_cost_usd)
+    if caller is not None:
+        check_key_budget(caller=caller, estimate=estimate)
+    job = IndexJob(
+        model=model, llm_backend=backend, openai_key_source=resolved.source,
+        api_key_id=caller.api_key_id if caller else None, api_key_label=caller.label if caller else "",
+        owner=owner or caller.fingerprint, idempotency_key=idempotency_key, fields=list(fields), source=source[:500],
+        total=len(records), estimated_cost_usd=estimate, max_estimated_cost_usd=max_estimated_cost_usd,
+    )
+    with transaction.atomic():
+        job.save(force_insert=True)
+        Record.objects.bulk_create(
+            (Record(job=job, position=i, record_id=r["id"], title=_storable(r.get("title") or ""),
+                    abstract=None if r.get("abstract") is None else _storable(r["abstract"]))
+             for i, r in enumerate(records)),
+            batch_size=RECORD_INSERT_BATCH,
+        )
+        if resolved.source == SOURCE_REQUEST:
+            store_request_key(job, resolved.key)
+        if enqueue:
+            job_enqueue(job=job, task=IndexJob.RUN_TASK)
+    return job
+
+
+def _storable(text: str) -> str:
+    # PostgreSQL text cannot hold NUL; cleaning drops control characters anyway, so the precheck is unchanged.
+    return text.replace("\x00", "")
+
+
+def job_delete(*, job: IndexJob) -> None:
+    """Delete a finished job and its results (set-based: no per-row cascade)."""
+    with transaction.atomic():
+        IndexResult.objects.filter(job=job)._raw_delete(IndexResult.objects.db)
+        Record.objects.filter(job=job)._raw_delete(Record.objects.db)
+        job.delete()
+
+
+def job_run(*, job_id, concurrency: int | None = None, on_outcome=None) -> str | None:
+    return run_job(IndexKind(on_outcome=on_outcome), job_id, concurrency=concurrency)
+
+
+class IndexKind:
+    """How the shared runner indexes records."""
+
+    job_model = IndexJob
+
+    def __init__(self, on_outcome=None) -> None:
+        # Called in the event loop after each record (the CLI's progress bar).
+        self.on_outcome = on_outcome
+
+    def prepare(self, job: IndexJob) -> None:
+        if job.attempts > 1:
+            recount(job)
+        self.options = call_options(model=job.model, fields=job.fields, cache_key=f"crystallise-indexer-{job.pk}")
+
+    def pending_items(self, job: IndexJob, after: int, limit: int):
+        return list(
+            Record.objects.filter(job=job, position__gt=after, result__isnull=True)
+            .order_by("position")
+            .only("id", "position", "record_id", "title", "abstract")[:limit]
+        )
+
+    def item_position(self, item: Record) -> int:
+        return item.position
+
+    async def process(self, client, job: IndexJob, record: Record) -> Outcome:
+        try:
+            indexed = await record_index(client, self.options, title=record.title, abstract=record.abstract)
+        except LLMError as exc:
+            indexed = Indexed(Status.LLM_ERROR, exc.detail, category=exc.category,
+                              usage=getattr(exc, "usage", None) or Usage(), backend=client.backend)
+        usage = indexed.usage or Usage()
+        row = IndexResult(
+            job_id=job.pk, record_id=record.pk, position=record.position, indexing_status=indexed.status,
+            extraction_error=indexed.error, fields=indexed.fields, error_category=indexed.category,
+            llm_backend=indexed.backend, input_tokens=usage.input_tokens,
+            cached_input_tokens=usage.cached_input_tokens, output_tokens=usage.output_tokens,
+        )
+        ok = indexed.status == Status.OK
+        outcome = Outcome(row=row, usage=usage, counters={"processed": 1, "ok": int(ok), "errored": int(not ok)},
+                          error_category=indexed.category, error_message=indexed.error if indexed.category else None,
+                          fatal=indexed.category == Category.AUTH)
+        if self.on_outcome is not None:
+            self.on_outcome(outcome)
+        return outcome
+
+    def write(self, job: IndexJob, outcomes: list[Outcome]) -> None:
+        IndexResult.objects.bulk_create([o.row for o in outcomes])
+
+    def failure_counts(self, job: IndexJob) -> tuple[int, Counter]:
+        attempted = IndexResult.objects.filter(job=job, indexing_status__in=(Status.OK, Status.LLM_ERROR)).count()
+        failures = Counter(
+            IndexResult.objects.filter(job=job, error_category__in=(Category.UPSTREAM, Category.RATE_LIMIT))
+            .values_list("error_category", flat=True)
+        )
+        return attempted, failures
+
+
+def job_reopen(*, job: IndexJob) -> IndexJob:
+    """Make an interrupted or failed job runnable again (the CLI's rerun).
+
+    Records that got `llm_error` are retried (their results are removed);
+    records indexed or prechecked keep their results and are not billed again.
+    A job left `running` by a killed process gets its heartbeat moved into the
+    past so the next `run_job` can claim it at once.
+    """
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from crystallise.jobs.models import JobStatus
+
+    with transaction.atomic():
+        IndexResult.objects.filter(job=job, indexing_status=Status.LLM_ERROR).delete()
+        complete = recount(job) >= job.total
+        updates: dict[str, Any] = {}
+        if job.status == JobStatus.RUNNING:
+            stale = timezone.now() - timedelta(seconds=settings.CRYSTALLISE_JOB_STALE_SECONDS + 1)
+            updates.update(heartbeat_at=stale)
+        elif job.status != JobStatus.PENDING and not complete:
+            updates.update(status=JobStatus.PENDING, error_category=None, error_message=None, finished_at=None,
+                           lease=None)
+        if updates:
+            IndexJob.objects.filter(pk=job.pk).update(**updates)
+    job.refresh_from_db()
+    return job
+
+
+def recount(job: IndexJob) -> int:
+    """Rebuild the job's counters from its persisted results (they are the truth); returns `processed`."""
+    counts = IndexResult.objects.filter(job=job).aggregate(
+        processed=Count("id"), ok=Count("id", filter=Q(indexing_status=Status.OK)))
+    IndexJob.objects.filter(pk=job.pk).update(processed=counts["processed"], ok=counts["ok"],
+                                              errored=counts["processed"] - counts["ok"])
+    return counts["processed"]

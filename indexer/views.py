@@ -1,0 +1,155 @@
+from __future__ import annotations
+
+from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from crystallise.api import Cursor, LimitedJSONParser
+from crystallise.auth import request_openai_key
+from crystallise.errors import NotFoundError, ValidationError
+from crystallise.formats import parse_papers
+from crystallise.jobs.models import ACTIVE_STATUSES, JobStatus
+from crystallise.jobs.services import job_cancel
+from indexer import exports
+from indexer.models import IndexJob, IndexResult
+from indexer.prompts import Status
+from indexer.serializers import (
+    MAX_JOB_RECORDS,
+    IndexJobCreateSerializer,
+    IndexJobSerializer,
+    IndexResultSerializer,
+    IndexRunInSerializer,
+    IndexRunOutSerializer,
+)
+from indexer.services import index_run, job_create, job_delete
+from screening.views import ERROR
+
+ERRORS = {400: ERROR, 401: ERROR, 404: ERROR, 405: ERROR, 413: ERROR, 429: ERROR, 502: ERROR}
+KEY_HEADER = OpenApiParameter("X-OpenAI-API-Key", str, OpenApiParameter.HEADER,
+                              description="Per-request OpenAI key (optional).")
+
+
+def get_job(request, job_id) -> IndexJob:
+    """A job of the caller's key; other keys' jobs do not exist for them."""
+    job = IndexJob.objects.filter(pk=job_id, owner=request.user.fingerprint).first()
+    if job is None:
+        raise NotFoundError(f"No index job {job_id}.")
+    return job
+
+
+class IndexRun(APIView):
+    @extend_schema(operation_id="indexer_run", request=IndexRunInSerializer, parameters=[KEY_HEADER],
+                   responses={200: IndexRunOutSerializer, **ERRORS})
+    def post(self, request):
+        serializer = IndexRunInSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        body = index_run(
+            caller=request.user, model=data["model"], records=data["records"], fields=data["fields"],
+            max_estimated_cost_usd=data.get("max_estimated_cost_usd"), request_openai_key=request_openai_key(request),
+        )
+        return Response(IndexRunOutSerializer(body).data)
+
+
+class JobListCreate(APIView):
+    parser_classes = [LimitedJSONParser, MultiPartParser, FormParser]
+
+    @extend_schema(
+        operation_id="indexer_jobs_list",
+        parameters=[OpenApiParameter("status", str, enum=[s.value for s in JobStatus]),
+                    OpenApiParameter("cursor", str), OpenApiParameter("page_size", int)],
+        responses={200: IndexJobSerializer(many=True), **ERRORS},
+    )
+    def get(self, request):
+        jobs = IndexJob.objects.owned_by(request.user.fingerprint)
+        if wanted := request.query_params.get("status"):
+            if wanted not in JobStatus.values:
+                raise ValidationError(f"Unknown status {wanted!r}.", errors={"status": [f"One of {', '.join(JobStatus.values)}."]})
+            jobs = jobs.filter(status=wanted)
+        paginator = Cursor()
+        page = paginator.paginate_queryset(jobs, request, view=self)
+        data = IndexJobSerializer(page, many=True, context={"request": request}).data
+        return Response({"results": data, "next": paginator.get_next_link(), "previous": paginator.get_previous_link()})
+
+    @extend_schema(
+        operation_id="indexer_jobs_create",
+        request={"application/json": IndexJobCreateSerializer, "multipart/form-data": IndexJobCreateSerializer},
+        parameters=[KEY_HEADER],
+        responses={202: IndexJobSerializer, **ERRORS},
+    )
+    def post(self, request):
+        serializer = IndexJobCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        upload = data.get("records_file")
+        if upload is not None:
+            papers = parse_papers(upload.read(), filename=upload.name, content_type=upload.content_type,
+                                  max_records=MAX_JOB_RECORDS, field="records_file")
+            records = [{"id": p["id"], "title": p.get("title") or "", "abstract": p.get("abstract")} for p in papers]
+        else:
+            records = data["records"]
+        job = job_create(
+            caller=request.user, model=data["model"], records=records, fields=data["fields"],
+            max_estimated_cost_usd=data.get("max_estimated_cost_usd"), request_openai_key=request_openai_key(request),
+        )
+        body = IndexJobSerializer(job, context={"request": request}).data
+        headers = {"Location": body["results_url"].rsplit("/results", 1)[0], "Retry-After": "2"}
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers=headers)
+
+
+class JobDetail(APIView):
+    @extend_schema(operation_id="indexer_jobs_retrieve", responses={200: IndexJobSerializer, **ERRORS})
+    def get(self, request, job_id):
+        job = get_job(request, job_id)
+        headers = {"Retry-After": "2"} if job.status in ACTIVE_STATUSES else {}
+        return Response(IndexJobSerializer(job, context={"request": request}).data, headers=headers)
+
+    @extend_schema(operation_id="indexer_jobs_destroy", responses={200: IndexJobSerializer, 204: None, **ERRORS})
+    def delete(self, request, job_id):
+        job = get_job(request, job_id)
+        if job.status in ACTIVE_STATUSES:
+            job = job_cancel(job=job)
+            if job.status == JobStatus.CANCELLED:
+                return Response(IndexJobSerializer(job, context={"request": request}).data)
+        job_delete(job=job)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ResultsCursor(Cursor):
+    ordering = "position"
+
+
+class JobResults(APIView):
+    @extend_schema(
+        operation_id="indexer_jobs_results",
+        parameters=[OpenApiParameter("format", str, enum=["json", "csv", "jsonl"]),
+                    OpenApiParameter("indexing_status", str, enum=list(Status.ALL)),
+                    OpenApiParameter("cursor", str), OpenApiParameter("page_size", int)],
+        responses={200: IndexResultSerializer(many=True), (200, "text/csv"): OpenApiTypes.STR, **ERRORS},
+    )
+    def get(self, request, job_id):
+        job = get_job(request, job_id)
+        rows = IndexResult.objects.filter(job=job).select_related("record")
+        if wanted := request.query_params.get("indexing_status"):
+            if wanted not in Status.ALL:
+                raise ValidationError(f"Unknown indexing_status {wanted!r}.",
+                                      errors={"indexing_status": [f"One of {', '.join(Status.ALL)}."]})
+            rows = rows.filter(indexing_status=wanted)
+        fmt = request.query_params.get("format", "json")
+        headers = {"Retry-After": "2"} if job.status in ACTIVE_STATUSES else {}
+        if fmt in exports.FORMATS:
+            content_type, stream = exports.stream(job, rows.order_by("position"), fmt)
+            response = StreamingHttpResponse(stream, content_type=content_type, headers=headers)
+            response["Content-Disposition"] = f'attachment; filename="index-{job.pk}.{fmt}"'
+            return response
+        if fmt != "json":
+            raise ValidationError("format must be json, csv or jsonl.", errors={"format": ["Invalid choice."]})
+        paginator = ResultsCursor()
+        page = paginator.paginate_queryset(rows, request, view=self)
+        data = IndexResultSerializer(page, many=True).data
+        return Response({"results": data, "next": paginator.get_next_link(), "previous": paginator.get_previous_link()},
+                        headers=headers)
