@@ -139,7 +139,7 @@ class IndexResultSerializer(serializers.ModelSerializer):
         fields = ["id", "title", "indexing_status", "extraction_error", "fields", "error_category", "llm_backend"]
 
 
-class ProgressSerializer(serializers.Serializer):
+class IndexProgressSerializer(serializers.Serializer):
     total = serializers.IntegerField()
     processed = serializers.IntegerField()
     ok = serializers.IntegerField()
@@ -160,7 +160,7 @@ class IndexJobSerializer(serializers.ModelSerializer):
                   "max_estimated_cost_usd", "usage", "cost_usd", "error_category", "error_message", "created_at",
                   "started_at", "finished_at", "updated_at", "results_url"]
 
-    @extend_schema_field(ProgressSerializer)
+    @extend_schema_field(IndexProgressSerializer)
     def get_progress(self, job: IndexJob) -> dict:
         return {"total": job.total, "processed": job.processed, "ok": job.ok, "errored": job.errored}
 

@@ -175,10 +175,16 @@ class _Run:
         workers = [asyncio.create_task(self.worker(client, queue)) for _ in range(self.concurrency)]
         producer = asyncio.create_task(self.produce(queue))
         flusher = asyncio.create_task(self.flusher())
+        interrupted = False
         try:
             # Workers end on the producer's sentinels, or after their current
             # call once `stop` is set (cancel, lost lease, fatal error).
             await asyncio.gather(*workers)
+        except BaseException:
+            # Cancelled from outside (Ctrl-C, loop shutdown, KeyboardInterrupt in a task):
+            # flush what is done but do not conclude; the job stays running for a takeover.
+            interrupted = True
+            raise
         finally:
             for task in (producer, *workers):
                 task.cancel()
@@ -194,7 +200,7 @@ class _Run:
                     await self.db_call(self.flush_batch)
                 if crash is not None:
                     raise crash
-                status = None if self.lost else await self.db_call(self.conclude)
+                status = None if self.lost or interrupted else await self.db_call(self.conclude)
             finally:
                 await self.db_call(_close_connection)
                 self.db.shutdown(wait=True)
