@@ -35,10 +35,21 @@ class MissingOpenAIKey(ValidationError):
     category = "auth"
 
 
+def key_fingerprint(key: str | None) -> str:
+    """A non-reversible identity of an OpenAI key, to notice a changed server key."""
+    if not key:
+        return ""
+    return hashlib.sha256(b"crystallise-openai-key:" + key.encode()).hexdigest()[:32]
+
+
 @dataclass(frozen=True)
 class ResolvedKey:
     key: str | None
     source: str
+
+    @property
+    def fingerprint(self) -> str:
+        return key_fingerprint(self.key)
 
     def __repr__(self) -> str:  # never print the key
         return f"ResolvedKey(source={self.source!r})"

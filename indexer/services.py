@@ -175,7 +175,7 @@ def job_create(
     if caller is not None:
         check_key_budget(caller=caller, estimate=estimate)
     job = IndexJob(
-        model=model, llm_backend=backend, openai_key_source=resolved.source,
+        model=model, llm_backend=backend, openai_key_source=resolved.source, openai_key_fingerprint=resolved.fingerprint,
         api_key_id=caller.api_key_id if caller else None, api_key_label=caller.label if caller else "",
         owner=owner or caller.fingerprint, idempotency_key=idempotency_key, fields=list(fields), source=source[:500],
         total=len(records), estimated_cost_usd=estimate, max_estimated_cost_usd=max_estimated_cost_usd,

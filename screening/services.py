@@ -88,6 +88,7 @@ def job_create(
         project_id=payload.get("project_id") or None,
         llm_backend=backend,
         openai_key_source=resolved.source,
+        openai_key_fingerprint=resolved.fingerprint,
         api_key_id=caller.api_key_id,
         api_key_label=caller.label,
         owner=caller.fingerprint,
@@ -138,7 +139,7 @@ def _resolve_conflict(job: ScreeningJob, caller: Caller, idempotency_key: str | 
         existing = ScreeningJob.objects.filter(owner=caller.fingerprint, idempotency_key=idempotency_key).first()
         if existing is not None:
             return _replay(existing, fingerprint)
-    active = ScreeningJob.objects.active_for(job.project_id).first() if job.project_id else None
+    active = ScreeningJob.objects.active_for(owner=caller.fingerprint, project_id=job.project_id).first() if job.project_id else None
     active_id = str(active.pk) if active else None
     raise ConflictError(
         f"Project {job.project_id!r} already has an active screening job ({active_id}). "

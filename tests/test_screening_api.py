@@ -330,3 +330,13 @@ def test_screen_command_runs_the_pipeline(fake_openai, tmp_path, capsys):
     assert rows and all(r["decision"] in ("include", "exclude") for r in rows)
     assert "completed" in capsys.readouterr().out
     assert fake_openai.count == len(rows)
+
+
+def test_project_ids_are_namespaced_by_key(api, fake_openai):
+    from rest_framework.test import APIClient
+
+    submit(api, project_id="shared-name")
+    other = APIClient()
+    other.credentials(HTTP_X_API_KEY="another-team")
+    response = other.post(URL, {"criteria": CRITERIA, "papers": PAPERS, "project_id": "shared-name"}, format="json")
+    assert response.status_code == 202

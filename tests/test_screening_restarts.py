@@ -190,3 +190,13 @@ def test_kickoff_failure_fails_job_at_once(api, fake_openai, monkeypatch):
     job = api.post(URL, {"criteria": CRITERIA, "papers": papers(2)}, format="json").json()
     body = api.get(f"{URL}/{job['id']}").json()
     assert body["status"] == "failed" and body["error_category"] == "internal"
+
+
+def test_resume_never_switches_to_a_different_server_key(api, fake_openai, settings):
+    job_id = api.post(URL, {"criteria": CRITERIA, "papers": papers(3)}, format="json").json()["id"]
+    ScreeningJob.objects.filter(pk=job_id).update(status="running", heartbeat_at=timezone.now() - timedelta(hours=1))
+    settings.CRYSTALLISE_OPENAI_API_KEY = "sk-a-different-server-key"
+    job_run(job_id=job_id)
+    body = api.get(f"{URL}/{job_id}").json()
+    assert body["status"] == "failed" and body["error_category"] == "server_restart"
+    assert fake_openai.count == 0

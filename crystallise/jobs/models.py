@@ -28,8 +28,8 @@ class JobQuerySet(models.QuerySet):
     def active(self):
         return self.filter(status__in=ACTIVE_STATUSES)
 
-    def active_for(self, project_id: str):
-        return self.active().filter(project_id=project_id)
+    def active_for(self, *, owner: str, project_id: str):
+        return self.active().filter(owner=owner, project_id=project_id)
 
     def owned_by(self, owner: str):
         return self.filter(owner=owner)
@@ -48,6 +48,9 @@ class BaseJob(models.Model):
     llm_backend = models.CharField(max_length=16)
     # Where the OpenAI key came from: "request" (X-OpenAI-API-Key), "server", "none" (mock).
     openai_key_source = models.CharField(max_length=16)
+    # Which server key a "server" job started with (a fingerprint, not the key):
+    # a resumed job never switches to a different key.
+    openai_key_fingerprint = models.CharField(max_length=32, blank=True)
     api_key = models.ForeignKey("crystallise.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     api_key_label = models.CharField(max_length=150, blank=True)
     owner = models.CharField(max_length=32, db_index=True, help_text="Fingerprint of the service key that created the job.")
@@ -87,9 +90,11 @@ class BaseJob(models.Model):
     @classmethod
     def active_project_constraint(cls, name: str) -> models.UniqueConstraint:
         # One active job per project, enforced by the database (a partial
-        # unique index), so concurrent POSTs cannot both win.
+        # unique index), so concurrent POSTs cannot both win. Project ids are
+        # namespaced by the owning key: one caller cannot block (or discover)
+        # another caller's project.
         return models.UniqueConstraint(
-            fields=["project_id"],
+            fields=["owner", "project_id"],
             condition=Q(status__in=ACTIVE_STATUSES) & Q(project_id__isnull=False),
             name=name,
         )

@@ -28,7 +28,7 @@ from django.utils import timezone
 
 from crystallise.errors import Category
 from crystallise.jobs.models import BaseJob, JobSecret, JobStatus
-from crystallise.keyvault import SOURCE_REQUEST, decrypt
+from crystallise.keyvault import SOURCE_REQUEST, decrypt, key_fingerprint
 from crystallise.llm import make_client
 from crystallise.tokens import Usage, cost_usd
 
@@ -114,7 +114,9 @@ def _job_key(job: BaseJob) -> tuple[bool, str | None]:
     if job.llm_backend == "mock":
         return True, None
     key = settings.CRYSTALLISE_OPENAI_API_KEY
-    return bool(key), key or None
+    if not key or (job.openai_key_fingerprint and key_fingerprint(key) != job.openai_key_fingerprint):
+        return False, None
+    return True, key
 
 
 def run_job(kind: JobKind, job_id, *, concurrency: int | None = None) -> str | None:
