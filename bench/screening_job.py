@@ -73,16 +73,30 @@ def main() -> None:
         response = client.post("/v1/screening/jobs", {"criteria": criteria, "papers": papers}, format="json")
         submit = time.perf_counter() - t0
         job_id = response.json()["id"]
-        t1 = time.perf_counter()
-        job_run(job_id=job_id)
-        wall = time.perf_counter() - t1
+        t1, c1 = time.perf_counter(), time.process_time()
+        if os.environ.get("BENCH_PROFILE"):
+            from pyinstrument import Profiler
+
+            profiler = Profiler(async_mode="disabled")
+            profiler.start()
+        if os.environ.get("BENCH_CPROFILE"):
+            import cProfile
+
+            cProfile.runctx("job_run(job_id=job_id)", globals(), locals(), os.environ["BENCH_CPROFILE"])
+        else:
+            job_run(job_id=job_id)
+        wall, cpu = time.perf_counter() - t1, time.process_time() - c1
+        if os.environ.get("BENCH_PROFILE"):
+            profiler.stop()
+            Path(os.environ["BENCH_PROFILE"]).write_text(profiler.output_text(unicode=False, show_all=False))
         body = client.get(f"/v1/screening/jobs/{job_id}").json()
         ideal = math.ceil(args.papers / args.concurrency) * args.latency
         figures = {
             "papers": args.papers, "latency_s": args.latency, "concurrency": args.concurrency,
             "database": connection.vendor, "submit_s": round(submit, 3), "wall_s": round(wall, 3),
             "ideal_s": round(ideal, 3), "ratio": round(wall / ideal, 3) if ideal else None,
-            "papers_per_s": round(args.papers / wall, 1), "status": body["status"], "progress": body["progress"],
+            "papers_per_s": round(args.papers / wall, 1),
+            "worker_cpu_ms_per_paper": round(1000 * cpu / args.papers, 3), "status": body["status"], "progress": body["progress"],
             "usage": body["usage"], "cost_usd": body["cost_usd"], "estimated_cost_usd": body["estimated_cost_usd"],
         }
     finally:

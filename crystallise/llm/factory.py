@@ -3,6 +3,10 @@ from __future__ import annotations
 from django.conf import settings
 
 from crystallise.llm.base import LLMClient, RetryPolicy
+from crystallise.llm.mock import MockClient
+
+# Imported up front (about a second): a worker pays it once at start, not on its first job.
+from crystallise.llm.openai_client import OpenAIClient
 
 
 def make_client(
@@ -20,11 +24,7 @@ def make_client(
         timeout=settings.CRYSTALLISE_LLM_TIMEOUT,
     )
     if backend == "mock":
-        from crystallise.llm.mock import MockClient
-
         return MockClient()
-    from crystallise.llm.openai_client import OpenAIClient
-
     return OpenAIClient(
         api_key=api_key or "",
         base_url=settings.CRYSTALLISE_OPENAI_BASE_URL,
