@@ -10,29 +10,35 @@ Import-safe without Django: the test fake server uses `mock_answer`.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, create_model
 
 Verdict = Literal["met", "not_met", "unclear"]
 
 
 class CriterionVerdict(BaseModel):
-    id: str
     verdict: Verdict
     reason: str
 
 
-class ScreeningDecision(BaseModel):
-    verdicts: list[CriterionVerdict]
-    reasoning: str
-    confidence: float
+@functools.lru_cache(maxsize=256)
+def decision_schema(ids: tuple[str, ...]) -> type[BaseModel]:
+    """The answer schema for one set of criteria: one required property per criterion id.
+
+    Keyed by id, the strict schema makes the model answer every criterion, and
+    the answer carries no repeated `"id": ...` per verdict (output tokens are
+    most of the cost). The class is named `ScreeningDecision` for every job.
+    """
+    verdicts = create_model("Verdicts", **{cid: (CriterionVerdict, ...) for cid in ids})
+    return create_model("ScreeningDecision", verdicts=(verdicts, ...), reasoning=(str, ...), confidence=(float, ...))
 
 
 INSTRUCTIONS = """You screen titles and abstracts for a systematic review.
 For every criterion below answer met, not_met, or unclear (the text does not say). Judge only from the given text.
-Reply with one entry per criterion id, each reason at most 12 words; reasoning: one sentence; confidence: 0 to 1."""
+Answer every criterion id; each reason at most 10 words; reasoning: one short sentence; confidence: 0 to 1."""
 
 
 def system_prompt(criteria: dict) -> str:
@@ -97,23 +103,23 @@ def mock_answer(messages: list[dict]) -> dict:
     paper = next((m["content"] for m in messages if m.get("role") == "user"), "")
     body = paper.replace("(no abstract)", "").replace("(none)", "")
     paper_stems = _stems(re.sub(r"^(Title|Keywords|Abstract):", "", body, flags=re.MULTILINE))
-    verdicts = []
+    verdicts = {}
     for cid, text in _CRITERION.findall(system):
         words = _stems(text)
         if not paper_stems or not words:
-            verdict, reason = "unclear", "The text gives too little to judge."
+            verdict, reason = "unclear", "Too little text."
         else:
             hits = len(words & paper_stems) / len(words)
             if hits >= 0.5:
-                verdict, reason = "met", "Most key terms of the criterion appear."
+                verdict, reason = "met", "Key terms present."
             elif hits > 0:
-                verdict, reason = "unclear", "Only some key terms of the criterion appear."
+                verdict, reason = "unclear", "Some key terms present."
             else:
-                verdict, reason = "not_met", "None of the criterion's key terms appear."
-        verdicts.append({"id": cid, "verdict": verdict, "reason": reason})
-    unclear = sum(v["verdict"] == "unclear" for v in verdicts)
+                verdict, reason = "not_met", "Key terms absent."
+        verdicts[cid] = {"verdict": verdict, "reason": reason}
+    unclear = sum(v["verdict"] == "unclear" for v in verdicts.values())
     confidence = round(0.9 - 0.15 * unclear, 2) if verdicts else 0.5
-    met = sum(v["verdict"] == "met" for v in verdicts)
+    met = sum(v["verdict"] == "met" for v in verdicts.values())
     return {
         "verdicts": verdicts,
         "reasoning": f"Keyword match: {met} of {len(verdicts)} criteria met, {unclear} unclear.",

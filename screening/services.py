@@ -215,7 +215,7 @@ class ScreeningKind:
         self.ids = prompts.criterion_ids(job.criteria)
         self.options = CallOptions(
             model=job.model,
-            schema=prompts.ScreeningDecision,
+            schema=prompts.decision_schema(tuple(cid for cid, *_ in self.ids)),
             max_output_tokens=output_budget(len(self.ids)),
             reasoning_effort="minimal" if model_capabilities[job.model].reasoning else None,
             cache_key=f"crystallise-screening-{job.pk}",
@@ -275,12 +275,11 @@ class ScreeningKind:
         return Outcome(row=row, usage=answer.usage,
                        counters={"screened": 1, "included": int(included), "excluded": int(not included)})
 
-    def fill(self, row: ScreeningResult, decision: prompts.ScreeningDecision, job: ScreeningJob) -> None:
-        given = {v.id.strip().upper(): v for v in decision.verdicts}
-        verdicts = {cid: (given[cid].verdict if cid in given else "unclear") for cid, *_ in self.ids}
+    def fill(self, row: ScreeningResult, decision, job: ScreeningJob) -> None:
+        given = {cid: getattr(decision.verdicts, cid) for cid, *_ in self.ids}
+        verdicts = {cid: answer.verdict for cid, answer in given.items()}
         row.criteria = [
-            {"kind": kind, "index": index, "text": text, "verdict": verdicts[cid],
-             "reasoning": given[cid].reason if cid in given else "No verdict was returned for this criterion."}
+            {"kind": kind, "index": index, "text": text, "verdict": verdicts[cid], "reasoning": given[cid].reason}
             for cid, kind, index, text in self.ids
         ]
         row.score = round(prompts.score_verdicts(verdicts, job.criteria), 4)

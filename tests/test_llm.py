@@ -27,11 +27,11 @@ class Tiny(BaseModel):
     score: float
 
 
-def options(schema=prompts.ScreeningDecision) -> CallOptions:
+def options(schema=prompts.decision_schema(("I1", "E1"))) -> CallOptions:
     return CallOptions(model="gpt-5-nano", schema=schema, max_output_tokens=300, cache_key="t")
 
 
-def call(fake, *, key="sk-test", schema=prompts.ScreeningDecision, attempts=4, timeout=5.0, messages=MESSAGES):
+def call(fake, *, key="sk-test", schema=prompts.decision_schema(("I1", "E1")), attempts=4, timeout=5.0, messages=MESSAGES):
     async def go():
         client = make_client(api_key=key, backend="openai", concurrency=8,
                              retry=RetryPolicy(max_attempts=attempts, backoff=0.01, timeout=timeout))
@@ -46,7 +46,7 @@ def call(fake, *, key="sk-test", schema=prompts.ScreeningDecision, attempts=4, t
 def test_structured_output_is_parsed_with_usage(fake_openai):
     result = call(fake_openai)
     assert result.backend == "openai"
-    verdicts = {v.id: v.verdict for v in result.parsed.verdicts}
+    verdicts = {cid: v.verdict for cid, v in result.parsed.verdicts}
     assert verdicts == {"I1": "met", "E1": "not_met"}
     assert result.usage.input_tokens > 50 and result.usage.output_tokens > 0
     sent = fake_openai.requests[-1]["body"]
@@ -143,7 +143,7 @@ def test_mock_backend_is_offline_and_marked():
 
     result = asyncio.run(go())
     assert result.backend == "mock" and result.usage.input_tokens == 0
-    assert {v.id: v.verdict for v in result.parsed.verdicts} == {"I1": "met", "E1": "not_met"}
+    assert {cid: v.verdict for cid, v in result.parsed.verdicts} == {"I1": "met", "E1": "not_met"}
 
 
 def test_key_precedence(settings):

@@ -30,12 +30,12 @@ def test_live_screening_call_returns_structured_verdicts(settings):
     async def go():
         client = make_client(api_key=KEY, backend="openai", retry=RetryPolicy(max_attempts=3, timeout=60))
         try:
-            return await client.complete(messages, CallOptions(model="gpt-5-nano", schema=prompts.ScreeningDecision,
+            return await client.complete(messages, CallOptions(model="gpt-5-nano", schema=prompts.decision_schema(("I1", "E1")),
                                                                max_output_tokens=600))
         finally:
             await client.aclose()
 
     result = asyncio.run(go())
-    verdicts = {v.id: v.verdict for v in result.parsed.verdicts}
+    verdicts = {cid: v.verdict for cid, v in result.parsed.verdicts}
     assert verdicts.get("I1") == "met"
     assert result.usage.input_tokens > 0
