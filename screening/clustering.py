@@ -62,7 +62,7 @@ class ClusterResult:
 
 
 def cluster_papers(
-    papers: Sequence[Mapping], *, by: str = "topic", count: int | None = None
+    papers: Iterable[Mapping], *, by: str = "topic", count: int | None = None
 ) -> ClusterResult:
     """Bucket ``papers`` (mappings with ``title``, ``abstract``, ``keywords``).
 
@@ -73,17 +73,20 @@ def cluster_papers(
     """
     if by not in BY_VALUES:
         raise ValueError(f"by must be one of {', '.join(BY_VALUES)}; got {by!r}")
+    if by == "study_design":
+        # Streamed: one label per paper, never the papers themselves (100k abstracts).
+        labels = [classify_design(p) for p in papers]
+        return _finalise(labels) if labels else ClusterResult([], [])
     papers = list(papers)
     if not papers:
         return ClusterResult([], [])
     if by == "none":
-        return _single_cluster(len(papers))
-    if by == "study_design":
-        return _finalise([classify_design(p) for p in papers])
+        return single_cluster(len(papers))
     return _cluster_by_topic(papers, count)
 
 
-def _single_cluster(n: int) -> ClusterResult:
+def single_cluster(n: int) -> ClusterResult:
+    """Everything in one cluster labelled `all` (``by="none"``), without looking at the papers."""
     return ClusterResult([0] * n, [{"id": 0, "label": ALL_LABEL, "size": n}])
 
 
@@ -503,17 +506,17 @@ def _cluster_by_topic(papers: list[Mapping], count: int | None) -> ClusterResult
     texts = [_paper_text(p) for p in papers]
     nonempty = [i for i, t in enumerate(texts) if t.strip()]
     if not nonempty:
-        return _single_cluster(n)
+        return single_cluster(n)
 
     with threadpool_limits(limits=THREADS):
         matrix, terms = _vectorise([texts[i] for i in nonempty])
         if matrix is None:
-            return _single_cluster(n)
+            return single_cluster(n)
         # Rows that lost every term to pruning behave like empty papers.
         row_nnz = np.diff(matrix.indptr)
         fit_rows = np.flatnonzero(row_nnz > 0)
         if fit_rows.size == 0:
-            return _single_cluster(n)
+            return single_cluster(n)
 
         k = _auto_k(n) if count is None else int(count)
         k = max(1, min(k, n, int(fit_rows.size)))

@@ -19,7 +19,7 @@ from crystallise.keyvault import SOURCE_REQUEST, resolve_openai_key
 from crystallise.llm.base import CallOptions
 from crystallise.tokens import count_message_tokens, estimate_cost_usd
 from screening import prompts
-from screening.clustering import cluster_papers
+from screening.clustering import cluster_papers, single_cluster
 from screening.models import Paper, ScreeningJob, ScreeningResult
 
 TASK = ScreeningJob.RUN_TASK
@@ -198,10 +198,13 @@ class ScreeningKind:
 
     def prepare(self, job: ScreeningJob) -> None:
         if job.cluster_assignments is None:
-            rows = list(Paper.objects.filter(job=job).order_by("position").values("title", "abstract", "keywords"))
             config = job.clusters_config or {}
-            result = cluster_papers(rows, by=config.get("by") or "none", count=config.get("count"))
-            del rows
+            by = config.get("by") or "none"
+            if by == "none":
+                result = single_cluster(job.total)
+            else:
+                rows = Paper.objects.filter(job=job).order_by("position").values("title", "abstract", "keywords")
+                result = cluster_papers(rows.iterator(chunk_size=2000), by=by, count=config.get("count"))
             job.clusters = [{**c, "screened": 0, "included": 0} for c in result.clusters]
             job.cluster_assignments = result.assignments
             ScreeningJob.objects.filter(pk=job.pk).update(clusters=job.clusters, cluster_assignments=job.cluster_assignments)

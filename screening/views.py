@@ -3,14 +3,14 @@ from __future__ import annotations
 from django.conf import settings
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers as drf_serializers
 from rest_framework import status
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from crystallise.api import Cursor, LimitedJSONParser
+from crystallise.api import Cursor, LimitedJSONParser, paginated_schema
 from crystallise.auth import request_openai_key
 from crystallise.errors import NotFoundError, PayloadTooLarge, ValidationError
 from crystallise.formats import parse_papers
@@ -39,7 +39,9 @@ ERRORS = {400: ERROR, 401: ERROR, 404: ERROR, 405: ERROR, 409: ERROR, 413: ERROR
 
 def get_job(request, job_id) -> ScreeningJob:
     """A job of the caller's key; other keys' jobs do not exist for them."""
-    job = ScreeningJob.objects.filter(pk=job_id, owner=request.user.fingerprint).first()
+    # cluster_assignments holds one int per paper (600 KB at 100k papers): never
+    # loaded to answer a poll.
+    job = ScreeningJob.objects.defer("cluster_assignments").filter(pk=job_id, owner=request.user.fingerprint).first()
     if job is None:
         raise NotFoundError(f"No screening job {job_id}.")
     return job
@@ -56,7 +58,7 @@ class JobListCreate(APIView):
             OpenApiParameter("cursor", str),
             OpenApiParameter("page_size", int),
         ],
-        responses={200: ScreeningJobSerializer(many=True), **ERRORS},
+        responses={200: paginated_schema("PaginatedScreeningJobList", ScreeningJobSerializer), **ERRORS},
     )
     def get(self, request):
         jobs = ScreeningJob.objects.owned_by(request.user.fingerprint)
@@ -66,7 +68,7 @@ class JobListCreate(APIView):
             if wanted not in JobStatus.values:
                 raise ValidationError(f"Unknown status {wanted!r}.", errors={"status": [f"One of {', '.join(JobStatus.values)}."]})
             jobs = jobs.filter(status=wanted)
-        jobs = jobs.defer("cluster_assignments", "criteria")
+        jobs = jobs.defer("cluster_assignments")
         paginator = Cursor()
         page = paginator.paginate_queryset(jobs, request, view=self)
         data = ScreeningJobSerializer(page, many=True, context={"request": request}).data
@@ -80,6 +82,17 @@ class JobListCreate(APIView):
             OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, description="Retry-safe submission key (optional)."),
         ],
         responses={202: ScreeningJobSerializer, 200: ScreeningJobSerializer, **ERRORS},
+        examples=[OpenApiExample(
+            "Two papers", request_only=True, media_type="application/json",
+            value={"project_id": "migraine-review", "model": "gpt-5-nano",
+                   "criteria": {"research_question": "Do triptans help adults with migraine?",
+                                "inclusion": ["randomized controlled trial", "adults with migraine"],
+                                "exclusion": ["children"]},
+                   "papers": [{"id": "pmid:1", "title": "Triptans for migraine: a randomized trial",
+                               "abstract": "Adults with migraine were randomized to triptans or placebo."},
+                              {"id": "pmid:2", "title": "Migraine in children", "abstract": "A cohort of children."}],
+                   "threshold": 1.0},
+        )],
     )
     def post(self, request):
         serializer = ScreeningJobCreateSerializer(data=request.data)
@@ -145,7 +158,7 @@ class JobResults(APIView):
             OpenApiParameter("cursor", str),
             OpenApiParameter("page_size", int),
         ],
-        responses={200: ScreeningResultSerializer(many=True), (200, "text/csv"): OpenApiTypes.STR, **ERRORS},
+        responses={200: paginated_schema("PaginatedScreeningResultList", ScreeningResultSerializer), (200, "text/csv"): OpenApiTypes.STR, **ERRORS},
     )
     def get(self, request, job_id):
         job = get_job(request, job_id)

@@ -1,0 +1,143 @@
+"""Shared harness for the benchmarks: a fake provider in its own process, a
+fresh database, deterministic realistic papers, and result files.
+
+Every benchmark is self-contained and prints a table; figures are written to
+bench/results/<name>.json. PostgreSQL is used when BENCH_DATABASE_URL or
+DATABASE_URL points at a server (a fresh database is created next to it),
+else a temporary SQLite file.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+sys.path.insert(0, str(ROOT))
+
+CRITERIA = {
+    "research_question": "Do triptans or ADHD medications improve outcomes in randomized trials of adults?",
+    "inclusion": ["randomized controlled trial", "adults with migraine or ADHD"],
+    "exclusion": ["animal study", "case report"],
+}
+
+
+@contextmanager
+def fake_provider(**flags):
+    """Start tests.fake_openai in its own process; yields its base URL."""
+    args = [sys.executable, "-m", "tests.fake_openai", "--port", "0"]
+    for name, value in flags.items():
+        if value is not None:
+            args += [f"--{name.replace('_', '-')}", str(value)]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        if not line.startswith("READY"):
+            raise RuntimeError(f"fake provider did not start: {line!r}")
+        yield line.split()[1]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def fake_stats(base_url: str) -> dict:
+    import urllib.request
+
+    with urllib.request.urlopen(base_url.rsplit("/v1", 1)[0] + "/_fake/stats") as response:
+        return json.load(response)
+
+
+def fresh_database_url(name: str) -> str:
+    """A new empty database for this run."""
+    server = os.environ.get("BENCH_DATABASE_URL") or os.environ.get("DATABASE_URL")
+    if server and server.startswith("postgres"):
+        base, _, _ = server.rpartition("/")
+        db = f"crystallise_bench_{name}"
+        for sql in (f"DROP DATABASE IF EXISTS {db}", f"CREATE DATABASE {db}"):
+            subprocess.run(["psql", f"{base}/postgres", "-qc", sql], check=True, capture_output=True)
+        return f"{base}/{db}"
+    return f"sqlite:///{tempfile.mkdtemp()}/bench.sqlite3"
+
+
+def setup_django(database_url: str, **env) -> None:
+    os.environ.update(
+        DATABASE_URL=database_url, DJANGO_SETTINGS_MODULE="crystallise_site.settings.base", DJANGO_DEBUG="true",
+        DJANGO_ALLOWED_HOSTS="testserver,localhost,127.0.0.1", CRYSTALLISE_LOG_LEVEL="WARNING",
+        **{k: str(v) for k, v in env.items()},
+    )
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", verbosity=0)
+    call_command("createcachetable", verbosity=0)
+
+
+def _pool() -> tuple[list[str], list[str]]:
+    data = ROOT.parent / "shared" / "data" / "cohen_2006"
+    titles, sentences = [], []
+    for name in ("Triptans.csv", "ADHD.csv"):
+        path = data / name
+        if not path.exists():
+            continue
+        with path.open(newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                titles.append(row["title"])
+                sentences += [s.strip() for s in re.split(r"(?<=[.;])\s+", row["abstract"]) if len(s.split()) > 4]
+    if not sentences:  # without the shared data: a plain vocabulary, still deterministic
+        words = "patients trial randomized placebo migraine dose efficacy outcome adults children cohort".split()
+        rng = random.Random(0)
+        sentences = [" ".join(rng.choice(words) for _ in range(18)) + "." for _ in range(500)]
+        titles = [" ".join(rng.choice(words) for _ in range(9)) for _ in range(200)]
+    return titles, sentences
+
+
+def papers(n: int, seed: int = 1) -> list[dict]:
+    """n realistic papers (~250 tokens each) from real sentences, deterministic, unique ids."""
+    titles, sentences = _pool()
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        abstract, words = [], 0
+        while words < 190:  # ≈ 250 o200k tokens of biomedical English
+            sentence = rng.choice(sentences)
+            abstract.append(sentence)
+            words += len(sentence.split())
+        out.append({"id": f"bench:{seed}:{i}", "title": rng.choice(titles), "abstract": " ".join(abstract),
+                    "keywords": []})
+    return out
+
+
+def write_results(name: str, figures: dict) -> None:
+    width = max(len(k) for k in figures)
+    print(f"\n{name}")
+    for key, value in figures.items():
+        print(f"  {key:<{width}}  {value}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    figures = {"benchmark": name, "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **figures}
+    (RESULTS / f"{name}.json").write_text(json.dumps(figures, indent=2, default=str) + "\n")
+
+
+def submit_job(client, papers_list, **extra) -> str:
+    response = client.post("/v1/screening/jobs", {"criteria": CRITERIA, "papers": papers_list, **extra}, format="json")
+    if response.status_code != 202:
+        raise RuntimeError(response.content[:500])
+    return response.json()["id"]
+
+
+def api_client():
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.credentials(HTTP_X_API_KEY="bench")
+    return client
