@@ -53,10 +53,10 @@ def run_child(code: str, *args: str) -> dict:
 
 
 def create(n: int, seed: int) -> str:
+    from common import CRITERIA
+
     from crystallise.auth import Caller, fingerprint
     from screening.services import job_create
-
-    from common import CRITERIA
 
     caller = Caller(label="bench", fingerprint=fingerprint("bench"))
     job, _ = job_create(caller=caller, payload={"criteria": CRITERIA, "model": "gpt-5-nano"},

@@ -7,7 +7,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from crystallise.formats import normalize_papers
-from crystallise.serializers import CostField, StrictSerializer, UsageSerializer
+from crystallise.serializers import CostField, NumberField, StrictSerializer, UsageSerializer
 from screening.models import ScreeningJob, ScreeningResult
 
 MAX_PAPERS = 100_000
@@ -101,7 +101,7 @@ class ScreeningJobCreateSerializer(StrictSerializer):
     criteria = CriteriaSerializer()
     papers = PapersField(required=False)
     papers_file = serializers.FileField(required=False, help_text="RIS, CSV, PubMed/MEDLINE or JSONL file (multipart).")
-    threshold = serializers.FloatField(required=False, default=1.0, min_value=0.0, max_value=1.0)
+    threshold = NumberField(required=False, default=1.0, min_value=0.0, max_value=1.0)
     clusters = ClustersInSerializer(required=False)
     max_estimated_cost_usd = serializers.DecimalField(
         required=False, allow_null=True, max_digits=16, decimal_places=8, min_value=0, coerce_to_string=False
