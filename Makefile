@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install migrate lint clean
+.PHONY: run test install migrate lint clean bench-smoke
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -c 'import sys; sys.exit("Python >= 3.11 is required (found %s)" % sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -33,3 +33,14 @@ lint: install
 
 clean:
 	rm -rf $(VENV) db.sqlite3 .test-db.sqlite3* staticfiles
+
+# Every benchmark at toy size (seconds, no thresholds): keeps bench/ from rotting.
+# Full runs and their targets: docs/backend-guide.md#performance.
+bench-smoke: install
+	cd bench && export BENCH_RESULTS=$$(mktemp -d) && \
+	../$(PY) throughput.py --papers 200 --latency 0.02 && \
+	../$(PY) overhead.py --papers 200 && \
+	../$(PY) cost.py --papers 100 && \
+	../$(PY) ratelimit.py --rpm 1200 --papers 60 --latency 0.02 && \
+	../$(PY) polling.py --papers 300 --clients 10 --seconds 2 --web-workers 2 && \
+	../$(PY) scale.py --papers 500 --small 100
