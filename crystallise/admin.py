@@ -4,14 +4,34 @@ from django.template.response import TemplateResponse
 from crystallise.models import ApiKey
 
 
+def _usd(value) -> str:
+    return "—" if value is None else f"${value:.4f}"
+
+
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
-    list_display = ("name", "prefix", "is_active", "created_at", "last_used_at", "request_count", "monthly_budget_usd")
+    list_display = ("name", "prefix", "is_active", "created_at", "last_used_at", "request_count", "spend",
+                    "month_spend", "monthly_budget_usd")
     list_filter = ("is_active",)
     search_fields = ("name", "prefix")
-    readonly_fields = ("prefix", "created_at", "revoked_at", "last_used_at", "request_count")
-    fields = ("name", "monthly_budget_usd", "is_active", "prefix", "created_at", "revoked_at", "last_used_at", "request_count")
+    readonly_fields = ("prefix", "created_at", "revoked_at", "last_used_at", "request_count", "spend", "month_spend")
+    fields = ("name", "monthly_budget_usd", "is_active", "prefix", "created_at", "revoked_at", "last_used_at",
+              "request_count", "spend", "month_spend")
     actions = ("revoke_keys", "reactivate_keys")
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).with_spend()
+
+    @admin.display(description="Spend to date", ordering="spend_usd")
+    def spend(self, key: ApiKey) -> str:
+        return _usd(getattr(key, "spend_usd", None))
+
+    @admin.display(description="Spend this month", ordering="month_spend_usd")
+    def month_spend(self, key: ApiKey) -> str:
+        value = _usd(getattr(key, "month_spend_usd", None))
+        if key.monthly_budget_usd is not None and getattr(key, "month_spend_usd", None) is not None:
+            return f"{value} of ${key.monthly_budget_usd}"
+        return value
 
     def get_fields(self, request, obj=None):
         if obj is None:

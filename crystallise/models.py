@@ -5,8 +5,11 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
+from decimal import Decimal
 
 from django.db import models
+from django.db.models import DecimalField, OuterRef, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 KEY_PREFIX = "cry_"
@@ -35,6 +38,29 @@ class ApiKeyQuerySet(models.QuerySet):
 
     def by_secret(self, secret: str) -> ApiKey | None:
         return self.filter(key_hash=hash_secret(secret)).first()
+
+    def with_spend(self) -> ApiKeyQuerySet:
+        """Annotate `spend_usd` (all jobs to date) and `month_spend_usd` (this calendar month, UTC).
+
+        Correlated subqueries over the job tables: one query for any number of keys.
+        """
+        from crystallise.jobs.models import BaseJob
+
+        month_start = timezone.now().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        money = DecimalField(max_digits=16, decimal_places=8)
+
+        def spend(job_model, **filters):
+            total = (job_model.objects.filter(api_key=OuterRef("pk"), **filters).order_by().values("api_key")
+                     .annotate(total=Sum("cost_usd")).values("total"))
+            return Coalesce(Subquery(total, output_field=money), Value(Decimal("0")), output_field=money)
+
+        job_models = BaseJob.__subclasses__()
+        all_time = month = None
+        for job_model in job_models:
+            all_time = spend(job_model) if all_time is None else all_time + spend(job_model)
+            month = (spend(job_model, created_at__gte=month_start) if month is None
+                     else month + spend(job_model, created_at__gte=month_start))
+        return self.annotate(spend_usd=all_time, month_spend_usd=month)
 
 
 class ApiKey(models.Model):

@@ -195,6 +195,23 @@ def job_create(
     return job
 
 
+def job_resubmit(*, job: IndexJob) -> IndexJob:
+    """A new job from the stored inputs and records, for the same caller (operators' admin action).
+
+    Raises what `job_create` raises, and `ValidationError` for a job that ran
+    on a per-request OpenAI key (that key is not kept).
+    """
+    from crystallise.jobs.resubmit import check_resubmittable, original_caller
+
+    check_resubmittable(job)
+    rows = job.records.order_by("position").values_list("record_id", "title", "abstract")
+    records = [{"id": rid, "title": title, "abstract": abstract} for rid, title, abstract in rows.iterator(chunk_size=2000)]
+    return job_create(
+        caller=original_caller(job), model=job.model, records=records, fields=list(job.fields),
+        max_estimated_cost_usd=job.max_estimated_cost_usd, source=job.source,
+    )
+
+
 def _storable(text: str) -> str:
     # PostgreSQL text cannot hold NUL; cleaning drops control characters anyway, so the precheck is unchanged.
     return text.replace("\x00", "")

@@ -28,7 +28,7 @@ def main() -> int:
 Crystallise is starting: web + worker.
   API        {url}/v1/   (Swagger UI: {url}/v1/docs/, schema: {url}/v1/schema/)
   Health     {url}/healthz
-  Admin      {url}/admin/   (first login: .venv/bin/python manage.py createsuperuser)
+  Admin      {url}/admin/   (first login: .venv/bin/python manage.py create_operator admin — prints a password once)
 
 Try it (dev mode accepts any X-API-Key until you create a key):
   curl -s {url}/v1/screening/jobs                       # 401: no key

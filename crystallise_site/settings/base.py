@@ -39,11 +39,14 @@ SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=False)
 SESSION_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=False)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # Django's admin, with the operators' site (adds /admin/costs/).
+    "crystallise.apps.CrystalliseAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -192,6 +195,8 @@ CRYSTALLISE_LLM_BACKOFF = env.float("CRYSTALLISE_LLM_BACKOFF", default=0.5)
 CRYSTALLISE_FERNET_KEY = env.str("CRYSTALLISE_FERNET_KEY", default="")
 # Secret for signing job-completion callbacks (HMAC-SHA256); SECRET_KEY-derived if unset.
 CRYSTALLISE_CALLBACK_SECRET = env.str("CRYSTALLISE_CALLBACK_SECRET", default="")
+# Password given by `manage.py create_operator` (a random one is printed when unset).
+CRYSTALLISE_OPERATOR_PASSWORD = env.str("CRYSTALLISE_OPERATOR_PASSWORD", default="")
 # A running job whose heartbeat is older than this is considered orphaned.
 CRYSTALLISE_JOB_STALE_SECONDS = env.int("CRYSTALLISE_JOB_STALE_SECONDS", default=60)
 

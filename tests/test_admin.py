@@ -1,0 +1,459 @@
+"""Operators' admin: permissions, job and key pages, actions, the cost page, first login, static files."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
+from django.core.management import CommandError, call_command
+from django.test import Client
+from django.utils import timezone
+
+from crystallise.jobs.models import JobSecret
+from crystallise.models import ApiKey
+from indexer.models import IndexJob
+from screening.models import ScreeningJob
+from tests.factories import ApiKeyFactory, paper
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+SCREENING = "/admin/screening/screeningjob/"
+INDEXING = "/admin/indexer/indexjob/"
+KEYS = "/admin/crystallise/apikey/"
+COSTS = "/admin/costs/"
+REQUEST_OPENAI_KEY = "sk-request-only-secret-4242424242"
+CRITERIA = {"research_question": "Do triptans relieve migraine?",
+            "inclusion": ["randomized trial", "migraine treatment"], "exclusion": ["pediatric children"]}
+PAPERS = [
+    paper("p1", "Sumatriptan for migraine treatment", "A randomized trial of migraine treatment in adults.",
+          keywords=["migraine"], year=2004, doi="10.1/p1"),
+    paper("p2", "Hip fracture surgery outcomes", "A cohort of elderly patients after hip surgery."),
+]
+RECORDS = [{"id": "r1", "title": "Sumatriptan trial", "abstract": " ".join(["Sumatriptan relieved migraine pain."] * 12)}]
+
+
+@pytest.fixture
+def staff(db):
+    user = get_user_model().objects.create_superuser("operator", "op@example.org", "pw-operator-123")
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def screening_job(**fields) -> ScreeningJob:
+    defaults = dict(model="gpt-5-nano", llm_backend="openai", openai_key_source="server", owner="f" * 16,
+                    criteria=CRITERIA, total=2, estimated_cost_usd=Decimal("0.002"), cost_usd=Decimal("0.001"))
+    return ScreeningJob.objects.create(**{**defaults, **fields})
+
+
+def index_job(**fields) -> IndexJob:
+    defaults = dict(model="gpt-5-nano", llm_backend="openai", openai_key_source="server", owner="f" * 16,
+                    total=1, estimated_cost_usd=Decimal("0.003"), cost_usd=Decimal("0.002"))
+    return IndexJob.objects.create(**{**defaults, **fields})
+
+
+def submit(api, **extra) -> str:
+    response = api.post("/v1/screening/jobs", {"criteria": CRITERIA, "papers": PAPERS, "project_id": "proj-a"},
+                        format="json", **extra)
+    assert response.status_code == 202, response.json()
+    return response.json()["id"]
+
+
+def action(client, url, name, *ids):
+    return client.post(url, {"action": name, "_selected_action": [str(i) for i in ids]}, follow=True)
+
+
+def page_messages(response) -> list[str]:
+    return [str(m) for m in response.context["messages"]]
+
+
+# --- permissions -------------------------------------------------------------
+
+ADMIN_PAGES = ["/admin/", SCREENING, INDEXING, KEYS, COSTS, f"{COSTS}?format=csv"]
+
+
+@pytest.mark.parametrize("url", ADMIN_PAGES)
+def test_anonymous_is_sent_to_login(client, url):
+    response = client.get(url)
+    assert response.status_code == 302 and response["Location"].startswith("/admin/login/")
+
+
+@pytest.mark.parametrize("url", ADMIN_PAGES)
+def test_non_staff_user_has_no_access(client, url):
+    user = get_user_model().objects.create_user("someone", password="pw-someone-123")
+    client.force_login(user)
+    response = client.get(url)
+    assert response.status_code == 302 and response["Location"].startswith("/admin/login/")
+
+
+@pytest.mark.parametrize("url", ADMIN_PAGES)
+def test_staff_superuser_gets_every_page(staff, url):
+    assert staff.get(url).status_code == 200
+
+
+def test_view_only_staff_sees_jobs_but_cannot_cancel(client):
+    user = get_user_model().objects.create_user("viewer", password="pw-viewer-123", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_screeningjob"))
+    client.force_login(user)
+    job = screening_job(status="running")
+    response = client.get(SCREENING)
+    assert response.status_code == 200 and str(job.pk)[:8] in response.content.decode()
+    assert "cancel_jobs" not in response.content.decode()
+    action(client, SCREENING, "cancel_jobs", job.pk)
+    assert ScreeningJob.objects.get(pk=job.pk).status == "running"
+    assert client.get(INDEXING).status_code == 403
+
+
+def test_jobs_cannot_be_added_changed_or_deleted_by_hand(staff):
+    job = screening_job()
+    assert staff.get(f"{SCREENING}add/").status_code == 403
+    assert staff.get(f"{SCREENING}{job.pk}/delete/").status_code == 403
+    detail = staff.get(f"{SCREENING}{job.pk}/change/")
+    assert detail.status_code == 200 and 'name="_save"' not in detail.content.decode()
+    staff.post(f"{SCREENING}{job.pk}/change/", {"status": "completed", "model": "gpt-4o"})
+    assert ScreeningJob.objects.get(pk=job.pk).model == "gpt-5-nano"
+
+
+# --- lists and details -------------------------------------------------------
+
+
+def test_job_list_detail_and_results_render_for_a_real_job(staff, api, fake_openai, run_queue):
+    job_id = submit(api)
+    run_queue()
+    job = ScreeningJob.objects.get(pk=job_id)
+    assert job.status == "completed" and job.cost_usd > 0
+
+    listing = staff.get(SCREENING).content.decode()
+    assert job_id[:8] in listing and "2/2" in listing and "gpt-5-nano" in listing and "proj-a" in listing
+    assert f"${job.cost_usd:.6f}" in listing and f"${job.estimated_cost_usd:.6f}" in listing
+
+    detail = staff.get(f"{SCREENING}{job_id}/change/").content.decode()
+    for text in ("I1", "randomized trial", "E1", "pediatric children", "Do triptans relieve migraine?",
+                 "server", "2/2 screened", "all", f"{SCREENING}{job_id}/results/"):
+        assert text in detail, text
+    assert "cluster_assignments" not in detail
+
+    results = staff.get(f"{SCREENING}{job_id}/results/").content.decode()
+    assert "Sumatriptan for migraine treatment" in results and "include" in results and "Page 1 of 1" in results
+
+
+def test_results_are_paged_100_at_a_time(staff):
+    from screening.models import Paper, ScreeningResult
+
+    job = screening_job(total=250, screened=250, status="completed")
+    papers = Paper.objects.bulk_create(Paper(job=job, position=i, paper_id=f"p{i}", title=f"Title {i}") for i in range(250))
+    ScreeningResult.objects.bulk_create(
+        ScreeningResult(job=job, paper=p, position=p.position, decision="exclude", score=0.0) for p in papers)
+    url = f"{SCREENING}{job.pk}/results/"
+    first = staff.get(url).content.decode()
+    assert "Page 1 of 3" in first and "Title 99<" in first and "Title 100<" not in first
+    last = staff.get(url, {"page": 3}).content.decode()
+    assert "Title 249<" in last and "Title 199<" not in last
+    assert staff.get(f"{SCREENING}00000000-0000-4000-8000-000000000000/results/").status_code == 404
+
+
+def test_index_job_list_detail_and_results(staff, api, fake_openai, run_queue):
+    response = api.post("/v1/indexer/jobs", {"records": RECORDS, "model": "gpt-5-nano"}, format="json")
+    assert response.status_code == 202, response.json()
+    job_id = response.json()["id"]
+    run_queue()
+    listing = staff.get(INDEXING).content.decode()
+    assert job_id[:8] in listing and "1/1" in listing
+    detail = staff.get(f"{INDEXING}{job_id}/change/").content.decode()
+    assert "1/1 processed" in detail and "population" in detail
+    results = staff.get(f"{INDEXING}{job_id}/results/").content.decode()
+    assert "r1" in results and "Sumatriptan trial" in results
+
+
+def test_filters_search_and_newest_first(staff):
+    old = screening_job(created_at=timezone.now() - timedelta(days=3), project_id="old-proj", model="gpt-4o-mini")
+    new = screening_job(status="failed", error_category="auth", error_message="OpenAI rejected the key.")
+    listing = staff.get(SCREENING).content.decode()
+    assert listing.index(str(new.pk)[:8]) < listing.index(str(old.pk)[:8])
+    only_failed = staff.get(SCREENING, {"status__exact": "failed"}).content.decode()
+    assert str(new.pk)[:8] in only_failed and str(old.pk)[:8] not in only_failed
+    by_model = staff.get(SCREENING, {"model": "gpt-4o-mini"}).content.decode()
+    assert str(old.pk)[:8] in by_model and str(new.pk)[:8] not in by_model
+    by_error = staff.get(SCREENING, {"error_category": "auth"}).content.decode()
+    assert str(new.pk)[:8] in by_error and str(old.pk)[:8] not in by_error
+    assert str(old.pk)[:8] in staff.get(SCREENING, {"q": "old-proj"}).content.decode()
+    found = staff.get(SCREENING, {"q": str(new.pk)}).content.decode()
+    assert str(new.pk)[:8] in found and str(old.pk)[:8] not in found
+    midnight = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
+    recent = staff.get(SCREENING, {"created_at__gte": str(midnight)}).content.decode()
+    assert str(new.pk)[:8] in recent and str(old.pk)[:8] not in recent
+    detail = staff.get(f"{SCREENING}{new.pk}/change/").content.decode()
+    assert "OpenAI rejected the key." in detail
+
+
+def test_lists_do_not_query_per_row(staff, django_assert_max_num_queries):
+    screening_job()
+    with django_assert_max_num_queries(10) as few:
+        staff.get(SCREENING)
+    keys = [ApiKeyFactory() for _ in range(5)]
+    ScreeningJob.objects.all().delete()
+    for i in range(30):
+        key = keys[i % 5]
+        screening_job(api_key=key, api_key_label=key.label, cluster_assignments=list(range(2000)))
+        index_job(api_key=key, api_key_label=key.label)
+    ApiKey.objects.filter(pk=keys[0].pk).update(is_active=False)
+    for url in (SCREENING, INDEXING):
+        with django_assert_max_num_queries(10) as many:
+            response = staff.get(url)
+        assert response.content.decode().count("(revoked)") == 6
+        if url == SCREENING:
+            assert len(many.captured_queries) == len(few.captured_queries)  # 30 rows cost what none cost
+    for _ in range(25):
+        ApiKeyFactory()
+    with django_assert_max_num_queries(8):
+        assert staff.get(KEYS).status_code == 200
+    with django_assert_max_num_queries(14):
+        assert staff.get(COSTS).status_code == 200
+
+
+# --- actions -----------------------------------------------------------------
+
+
+def test_cancel_action_cancels_active_jobs_and_drops_the_request_key(staff, api, fake_openai):
+    job_id = submit(api, HTTP_X_OPENAI_API_KEY=REQUEST_OPENAI_KEY)
+    done = screening_job(status="completed")
+    assert JobSecret.objects.filter(job_id=job_id).exists()
+    response = action(staff, SCREENING, "cancel_jobs", job_id, done.pk)
+    assert "Cancelled 1 job. 1 already finished, left as they were." in page_messages(response)
+    assert ScreeningJob.objects.get(pk=job_id).status == "cancelled"
+    assert ScreeningJob.objects.get(pk=done.pk).status == "completed"
+    assert not JobSecret.objects.filter(job_id=job_id).exists()
+    assert api.get(f"/v1/screening/jobs/{job_id}").json()["status"] == "cancelled"
+
+
+def test_resubmit_creates_the_same_job_for_the_same_client(staff, api, fake_openai, run_queue):
+    job_id = submit(api)
+    run_queue()
+    response = action(staff, SCREENING, "resubmit_jobs", job_id)
+    [message] = page_messages(response)
+    assert message.startswith(f"Job {job_id} resubmitted as")
+    original = ScreeningJob.objects.get(pk=job_id)
+    new = ScreeningJob.objects.exclude(pk=job_id).get()
+    assert new.owner == original.owner and new.api_key_label == original.api_key_label
+    assert (new.criteria, new.threshold, new.clusters_config, new.project_id, new.model) == (
+        original.criteria, original.threshold, original.clusters_config, original.project_id, original.model)
+    assert new.status == "pending" and new.idempotency_key is None
+    assert list(new.papers.order_by("position").values_list("paper_id", "keywords", "year", "doi")) == [
+        ("p1", ["migraine"], 2004, "10.1/p1"), ("p2", [], None, None)]
+    run_queue()
+    body = api.get(f"/v1/screening/jobs/{new.pk}").json()
+    assert body["status"] == "completed" and body["progress"]["screened"] == 2
+
+
+def test_resubmit_keeps_the_admin_key_and_its_budget(staff, fake_openai, run_queue):
+    key, secret = ApiKey.objects.create_key(name="lab", monthly_budget_usd=Decimal("50"))
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.credentials(HTTP_X_API_KEY=secret)
+    job_id = submit(client)
+    run_queue()
+    action(staff, SCREENING, "resubmit_jobs", job_id)
+    new = ScreeningJob.objects.exclude(pk=job_id).get()
+    assert new.api_key_id == key.pk
+    assert [j["id"] for j in client.get("/v1/screening/jobs").json()["results"]][0] == str(new.pk)
+    ApiKey.objects.filter(pk=key.pk).update(monthly_budget_usd=Decimal("0"))
+    run_queue()
+    response = action(staff, SCREENING, "resubmit_jobs", new.pk)
+    assert "monthly budget" in page_messages(response)[0]
+    key.revoke()
+    response = action(staff, SCREENING, "resubmit_jobs", new.pk)
+    assert "has been revoked" in page_messages(response)[0]
+    assert ScreeningJob.objects.count() == 2
+
+
+def test_resubmit_is_refused_for_jobs_that_ran_on_a_per_request_key(staff, api, fake_openai, run_queue):
+    job_id = submit(api, HTTP_X_OPENAI_API_KEY=REQUEST_OPENAI_KEY)
+    run_queue()
+    response = action(staff, SCREENING, "resubmit_jobs", job_id)
+    [message] = page_messages(response)
+    assert "not resubmitted" in message and "per-request OpenAI key" in message
+    assert ScreeningJob.objects.count() == 1
+
+
+def test_resubmit_of_an_active_project_job_is_a_clear_conflict(staff, api, fake_openai):
+    job_id = submit(api)
+    response = action(staff, SCREENING, "resubmit_jobs", job_id)
+    assert "already has an active screening job" in page_messages(response)[0]
+
+
+def test_resubmit_index_job(staff, api, fake_openai, run_queue):
+    job_id = api.post("/v1/indexer/jobs", {"records": RECORDS, "model": "gpt-5-nano"}, format="json").json()["id"]
+    run_queue()
+    response = action(staff, INDEXING, "resubmit_jobs", job_id)
+    assert page_messages(response)[0].startswith(f"Job {job_id} resubmitted as")
+    new = IndexJob.objects.exclude(pk=job_id).get()
+    assert new.fields == IndexJob.objects.get(pk=job_id).fields
+    assert list(new.records.values_list("record_id", "abstract")) == [("r1", RECORDS[0]["abstract"])]
+    run_queue()
+    assert IndexJob.objects.get(pk=new.pk).status == "completed"
+
+
+# --- API keys ----------------------------------------------------------------
+
+
+def test_key_secret_is_shown_once_then_only_its_prefix(staff):
+    response = staff.post(f"{KEYS}add/", {"name": "partner", "monthly_budget_usd": "25.00"})
+    html = response.content.decode()
+    secret = re.search(r'id="api-key-secret"[^>]*value="([^"]+)"', html).group(1)
+    key = ApiKey.objects.get(name="partner")
+    assert secret.startswith("cry_") and key.prefix == secret[:12]
+    for url in (KEYS, f"{KEYS}{key.pk}/change/", SCREENING, COSTS):
+        page = staff.get(url).content.decode()
+        assert secret not in page and secret[12:] not in page
+
+
+def test_key_list_and_detail_show_requests_spend_and_budget(staff):
+    key = ApiKeyFactory(name="lab", monthly_budget_usd=Decimal("20.00"), request_count=7,
+                        last_used_at=timezone.now())
+    screening_job(api_key=key, cost_usd=Decimal("1.25"))
+    index_job(api_key=key, cost_usd=Decimal("0.50"))
+    index_job(api_key=key, cost_usd=Decimal("3"), created_at=timezone.now() - timedelta(days=62))
+    screening_job(cost_usd=Decimal("9"))  # another caller's spend
+    listing = staff.get(KEYS).content.decode()
+    assert "$4.7500" in listing and "$1.7500 of $20.00" in listing and ">7<" in listing
+    detail = staff.get(f"{KEYS}{key.pk}/change/").content.decode()
+    assert "$4.7500" in detail and 'name="monthly_budget_usd"' in detail and 'value="20.00"' in detail
+
+
+def test_budget_name_and_revocation_are_editable(staff):
+    key = ApiKeyFactory(name="lab")
+    response = staff.post(f"{KEYS}{key.pk}/change/", {"name": "lab-2", "monthly_budget_usd": "12.50", "is_active": "on"})
+    assert response.status_code == 302
+    key.refresh_from_db()
+    assert (key.name, key.monthly_budget_usd) == ("lab-2", Decimal("12.50"))
+    action(staff, KEYS, "revoke_keys", key.pk)
+    key.refresh_from_db()
+    assert not key.is_active and key.revoked_at
+    action(staff, KEYS, "reactivate_keys", key.pk)
+    key.refresh_from_db()
+    assert key.is_active and key.revoked_at is None
+
+
+def test_secrets_never_appear_in_admin_html(staff, fake_openai, run_queue):
+    from rest_framework.test import APIClient
+
+    response = staff.post(f"{KEYS}add/", {"name": "partner"})
+    secret = re.search(r'id="api-key-secret"[^>]*value="([^"]+)"', response.content.decode()).group(1)
+    client = APIClient()
+    client.credentials(HTTP_X_API_KEY=secret)
+    job_id = submit(client, HTTP_X_OPENAI_API_KEY=REQUEST_OPENAI_KEY)
+    pages = [SCREENING, f"{SCREENING}{job_id}/change/", f"{SCREENING}{job_id}/results/", KEYS, COSTS,
+             f"{COSTS}?format=csv", "/admin/"]
+    key = ApiKey.objects.get()
+    pages.append(f"{KEYS}{key.pk}/change/")
+
+    def check():
+        for url in pages:
+            body = staff.get(url).content.decode()
+            for value in (secret, REQUEST_OPENAI_KEY, REQUEST_OPENAI_KEY[3:], fake_openai_key()):
+                assert value not in body, (url, value)
+
+    check()  # while the encrypted request key exists
+    run_queue()
+    assert ScreeningJob.objects.get(pk=job_id).status == "completed"
+    check()
+    assert "partner (cry_" in staff.get(SCREENING).content.decode()
+
+
+def fake_openai_key() -> str:
+    from tests.conftest import SERVER_OPENAI_KEY
+
+    return SERVER_OPENAI_KEY
+
+
+# --- costs -------------------------------------------------------------------
+
+
+def test_cost_page_sums_per_day_model_and_key(staff):
+    key = ApiKeyFactory(name="lab")
+    today = timezone.now()
+    screening_job(api_key=key, api_key_label=key.label, cost_usd=Decimal("1.5"), estimated_cost_usd=Decimal("2"))
+    index_job(api_key=key, api_key_label=key.label, model="gpt-4o-mini", cost_usd=Decimal("0.25"),
+              estimated_cost_usd=Decimal("0.5"))
+    screening_job(api_key_label="env key #1", cost_usd=Decimal("1"), estimated_cost_usd=Decimal("1"),
+                  created_at=today - timedelta(days=2))
+    screening_job(cost_usd=Decimal("100"), created_at=today - timedelta(days=45))  # outside the default period
+    html = staff.get(COSTS).content.decode()
+    assert "<svg" in html and 'class="act"' in html and "Download CSV" in html
+    assert "<strong>3</strong> jobs" in html and "$2.7500" in html and "$3.5000" in html
+    assert "lab (cry_" in html and "env key #1" in html and "gpt-4o-mini" in html
+    assert "http://" not in html.split("<svg", 1)[1].split("</svg>")[0].replace("http://www.w3.org/2000/svg", "")
+
+    rows = list(csv.reader(io.StringIO(staff.get(COSTS, {"format": "csv"}).content.decode())))
+    assert rows[0] == ["group", "value", "jobs", "estimated_cost_usd", "cost_usd"]
+    table = {(r[0], r[1]): r[2:] for r in rows[1:]}
+    assert table[("day", str(timezone.localdate()))] == ["2", "2.500000", "1.750000"]
+    assert table[("model", "gpt-5-nano")] == ["2", "3.000000", "2.500000"]
+    assert table[("api_key", key.label)] == ["2", "2.500000", "1.750000"]
+    assert table[("api_key", "env key #1")] == ["1", "1.000000", "1.000000"]
+    assert len([r for r in rows if r[0] == "day"]) == 30
+
+    old = (timezone.localdate() - timedelta(days=45)).isoformat()
+    response = staff.get(COSTS, {"start": old, "end": old, "format": "csv"})
+    assert response["Content-Type"].startswith("text/csv")
+    assert f'filename="crystallise-costs-{old}-{old}.csv"' in response["Content-Disposition"]
+    assert "100.000000" in response.content.decode()
+
+
+def test_cost_page_handles_bad_and_reversed_dates(staff):
+    response = staff.get(COSTS, {"start": "yesterday", "end": "2026-01-10"})
+    assert response.status_code == 200 and any("Ignored start" in m for m in page_messages(response))
+    response = staff.get(COSTS, {"start": "2026-02-10", "end": "2026-02-01"})
+    assert response.context["start"].isoformat() == "2026-02-01" and "swapped" in page_messages(response)[0]
+    response = staff.get(COSTS, {"start": "2020-01-01", "end": "2026-01-01"})
+    assert len(response.context["report"].by_day) == 366
+
+
+def test_admin_index_links_the_cost_page(staff):
+    assert 'href="/admin/costs/"' in staff.get("/admin/").content.decode()
+
+
+# --- first login and static files ---------------------------------------------
+
+
+def test_create_operator_prints_a_random_password_once(capsys):
+    call_command("create_operator", "ops")
+    password = capsys.readouterr().out.strip()
+    user = get_user_model().objects.get(username="ops")
+    assert user.is_staff and user.is_superuser and user.check_password(password) and len(password) >= 20
+    client = Client()
+    assert client.login(username="ops", password=password)
+    assert client.get(SCREENING).status_code == 200
+    with pytest.raises(CommandError, match="already exists"):
+        call_command("create_operator", "ops")
+    call_command("create_operator", "ops", "--reset-password")
+    assert not get_user_model().objects.get(username="ops").check_password(password)
+
+
+def test_create_operator_takes_the_password_from_the_environment(settings, capsys):
+    settings.CRYSTALLISE_OPERATOR_PASSWORD = "correct-horse-battery-staple"
+    call_command("create_operator", "ops")
+    assert capsys.readouterr().out == ""
+    assert get_user_model().objects.get(username="ops").check_password("correct-horse-battery-staple")
+    settings.CRYSTALLISE_OPERATOR_PASSWORD = "123"
+    with pytest.raises(CommandError, match="too weak"):
+        call_command("create_operator", "ops2")
+
+
+def test_admin_static_files_are_served_by_whitenoise_with_debug_off(settings, tmp_path):
+    settings.DEBUG = False
+    settings.STATIC_ROOT = tmp_path / "static"
+    settings.STORAGES = {**settings.STORAGES,
+                         "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"}}
+    call_command("collectstatic", "--noinput", verbosity=0)
+    response = Client().get("/static/admin/css/base.css")  # a new client loads the middleware, which scans STATIC_ROOT
+    assert response.status_code == 200
+    assert b"".join(response.streaming_content).startswith(b"@import") or response["Content-Type"].startswith("text/css")
+    assert Client().get("/static/admin/css/no-such-file.css").status_code == 404
