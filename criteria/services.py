@@ -20,8 +20,8 @@ from django.conf import settings
 from criteria import prompts
 from crystallise.auth import Caller
 from crystallise.config import model_capabilities, validate_model
-from crystallise.errors import BudgetError, LLMError
-from crystallise.jobs.budget import check_key_budget
+from crystallise.errors import LLMError
+from crystallise.jobs.budget import check_budget
 from crystallise.keyvault import resolve_openai_key
 from crystallise.llm import make_client
 from crystallise.llm.base import CallOptions
@@ -75,12 +75,8 @@ def criteria_consolidate(
     messages = prompts.messages_for(research_question, deduped.unique)
     budget = output_budget(len(deduped.unique))
     estimate = estimate_cost_usd(model, input_tokens=count_message_tokens(messages), output_tokens=budget)
-    if max_estimated_cost_usd is not None and estimate > Decimal(str(max_estimated_cost_usd)):
-        raise BudgetError(
-            f"The estimated cost ${estimate:.6f} exceeds max_estimated_cost_usd=${max_estimated_cost_usd}.",
-            extra={"estimated_cost_usd": float(estimate)},
-        )
-    check_key_budget(caller=caller, estimate=estimate)
+    check_budget(caller=caller, estimate=estimate, cap=max_estimated_cost_usd,
+                 advice="Raise the cap, send fewer criteria, or pick a cheaper model.")
     options = CallOptions(
         model=model,
         schema=prompts.ConsolidatedCriteria,

@@ -20,8 +20,8 @@ from django.db.models import Count, Q
 
 from crystallise.auth import Caller
 from crystallise.config import model_capabilities, validate_model
-from crystallise.errors import BudgetError, Category, LLMError
-from crystallise.jobs.budget import check_key_budget
+from crystallise.errors import Category, LLMError
+from crystallise.jobs.budget import check_budget
 from crystallise.jobs.runner import Outcome, run_job
 from crystallise.jobs.services import job_enqueue, store_request_key
 from crystallise.keyvault import SOURCE_REQUEST, ResolvedKey, resolve_openai_key
@@ -63,13 +63,9 @@ def estimate_index_cost(*, model: str, fields: list[str], records: list[dict]) -
                              output_tokens=output_budget(fields) * len(texts))
 
 
-def _check_cap(estimate: Decimal, cap: Decimal | None) -> None:
-    if cap is not None and estimate > Decimal(str(cap)):
-        raise BudgetError(
-            f"The estimated cost ${estimate:.6f} exceeds max_estimated_cost_usd=${Decimal(str(cap))}. "
-            "Raise the cap, index fewer records, request fewer fields, or pick a cheaper model.",
-            extra={"estimated_cost_usd": float(estimate)},
-        )
+def _check_budget(caller: Caller, estimate: Decimal, cap: Decimal | None) -> None:
+    check_budget(caller=caller, estimate=estimate, cap=cap,
+                 advice="Raise the cap, index fewer records, request fewer fields, or pick a cheaper model.")
 
 
 @dataclass
@@ -113,8 +109,7 @@ def index_run(
     backend = settings.CRYSTALLISE_LLM_BACKEND
     resolved = resolve_openai_key(request_openai_key, backend=backend)
     estimate = estimate_index_cost(model=model, fields=fields, records=records)
-    _check_cap(estimate, max_estimated_cost_usd)
-    check_key_budget(caller=caller, estimate=estimate)
+    _check_budget(caller, estimate, max_estimated_cost_usd)
     outcomes = asyncio.run(_index_all(resolved, backend, call_options(model=model, fields=fields), records))
     usage = sum((o.usage for o in outcomes if o.usage), Usage())
     used_backend = next((o.backend for o in outcomes if o.backend), backend)
@@ -171,9 +166,7 @@ def job_create(
     backend = settings.CRYSTALLISE_LLM_BACKEND
     resolved = resolve_openai_key(request_openai_key, backend=backend)
     estimate = estimate_index_cost(model=model, fields=fields, records=records)
-    _check_cap(estimate, max_estimated_cost_usd)
-    if caller is not None:
-        check_key_budget(caller=caller, estimate=estimate)
+    _check_budget(caller, estimate, max_estimated_cost_usd)
     job = IndexJob(
         model=model, llm_backend=backend, openai_key_source=resolved.source, openai_key_fingerprint=resolved.fingerprint,
         api_key_id=caller.api_key_id if caller else None, api_key_label=caller.label if caller else "",

@@ -12,7 +12,8 @@ from django.db.models import Count, Q
 
 from crystallise.auth import Caller
 from crystallise.config import model_capabilities, validate_model
-from crystallise.errors import BudgetError, Category, ConflictError, LLMError
+from crystallise.errors import Category, ConflictError, LLMError
+from crystallise.jobs.budget import check_budget
 from crystallise.jobs.runner import Outcome, run_job
 from crystallise.jobs.services import job_enqueue, store_request_key
 from crystallise.keyvault import SOURCE_REQUEST, resolve_openai_key
@@ -73,15 +74,8 @@ def job_create(
     criteria = payload["criteria"]
     estimate, _ = estimate_job_cost(model=model, criteria=criteria, papers=papers)
     cap = payload.get("max_estimated_cost_usd")
-    if cap is not None and estimate > Decimal(str(cap)):
-        raise BudgetError(
-            f"The estimated cost ${estimate:.6f} exceeds max_estimated_cost_usd=${Decimal(str(cap)):f}. "
-            "Raise the cap, screen fewer papers, or pick a cheaper model.",
-            extra={"estimated_cost_usd": float(estimate)},
-        )
-    from crystallise.jobs.budget import check_key_budget
-
-    check_key_budget(caller=caller, estimate=estimate)
+    check_budget(caller=caller, estimate=estimate, cap=cap,
+                 advice="Raise the cap, screen fewer papers, or pick a cheaper model.")
     clusters_config = {"by": "none", "count": None, "include": None, **(payload.get("clusters") or {})}
     job = ScreeningJob(
         model=model,

@@ -23,6 +23,17 @@ def month_spend(api_key_id) -> Decimal:
     return total
 
 
+def check_budget(*, caller: Caller | None, estimate: Decimal, cap, advice: str) -> None:
+    """Preflight, before any LLM call: the request's `max_estimated_cost_usd`, then the key's monthly budget."""
+    if cap is not None and estimate > Decimal(str(cap)):
+        raise BudgetError(
+            f"The estimated cost ${estimate:.6f} exceeds max_estimated_cost_usd=${Decimal(str(cap)):f}. {advice}",
+            extra={"estimated_cost_usd": float(estimate)},
+        )
+    if caller is not None:
+        check_key_budget(caller=caller, estimate=estimate)
+
+
 def check_key_budget(*, caller: Caller, estimate: Decimal) -> None:
     if caller.api_key_id is None:
         return
