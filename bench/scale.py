@@ -18,30 +18,37 @@ import time
 
 from common import ROOT, fake_provider, fresh_database_url, papers, setup_django, write_results
 
-WORKER = """
-import json, resource, sys, time, django
+# Peak RSS from /proc (VmHWM): ru_maxrss would include the parent's peak, which
+# Linux carries across fork+exec.
+HWM = """
+def hwm_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+"""
+
+WORKER = HWM + """
+import json, sys, time, django
 django.setup()
 from screening.services import job_run
 t0 = time.perf_counter()
 status = job_run(job_id=sys.argv[1])
 print(json.dumps({"status": status, "wall_s": time.perf_counter() - t0,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_rss_mb": hwm_mb()}))
 """
 
-EXPORT = """
-import json, resource, sys, django
+EXPORT = HWM + """
+import json, sys, django
 django.setup()
 from rest_framework.test import APIClient
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 client = APIClient(); client.credentials(HTTP_X_API_KEY="bench")
 client.get("/healthz")
-warm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+warm = hwm_mb()
 response = client.get(f"/v1/screening/jobs/{sys.argv[1]}/results", {"format": "csv"})
 size = 0
 for chunk in response.streaming_content:
     size += len(chunk)
-print(json.dumps({"bytes": size, "rss_before_mb": warm,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+print(json.dumps({"bytes": size, "rss_before_mb": warm, "peak_rss_mb": hwm_mb()}))
 """
 
 

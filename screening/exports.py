@@ -12,7 +12,7 @@ from screening import prompts
 
 FORMATS = {"csv": "text/csv; charset=utf-8", "ris": RIS_CONTENT_TYPE, "jsonl": "application/x-ndjson"}
 BASE_COLUMNS = ["paper_id", "title", "decision", "score", "needs_review", "confidence", "cluster", "reasoning", "error"]
-CHUNK = 2000
+CHUNK = 500
 
 
 def verdict_columns(criteria: dict) -> list[str]:
