@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -19,6 +19,14 @@ class Consolidate(APIView):
         parameters=[OpenApiParameter("X-OpenAI-API-Key", str, OpenApiParameter.HEADER,
                                      description="Per-request OpenAI key (optional).")],
         responses={200: ConsolidateOutSerializer, **ERRORS},
+        examples=[OpenApiExample(
+            "Three criteria", request_only=True,
+            value={"research_question": "Do triptans help adults with migraine?",
+                   "criteria": [{"text": "Adults with migraine", "kind": "inclusion", "source": "protocol"},
+                                {"text": "adult migraine patients", "kind": "inclusion", "source": "reviewer 2"},
+                                {"text": "Children", "kind": "exclusion"}],
+                   "min_confidence": 0.5},
+        )],
     )
     def post(self, request):
         serializer = ConsolidateInSerializer(data=request.data)

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import logging
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import connection
 from django.http import Http404, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import status
 from rest_framework.pagination import CursorPagination
-from rest_framework.parsers import JSONParser
+from rest_framework.parsers import BaseParser, JSONParser
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
@@ -98,19 +100,33 @@ def exception_handler(exc, context):
     )
 
 
-class LimitedJSONParser(JSONParser):
-    """JSON with the contract's 64 MiB limit, answered as a 413 in the error shape."""
+class LimitedJSONParser(BaseParser):
+    """JSON with the contract's 64 MiB limit, answered as a 413 in the error shape.
+
+    Deliberately not a `JSONParser` subclass: DRF reads the whole body into
+    memory (`request.body`, up to DATA_UPLOAD_MAX_MEMORY_SIZE, 257 MiB) before
+    calling a JSONParser, so a check inside `parse` would come too late. Here
+    the declared Content-Length is checked before a byte is read, and the
+    stream is read at most one byte past the limit (chunked bodies too).
+    """
+
+    media_type = "application/json"
+    renderer_class = JSONParser.renderer_class
 
     def parse(self, stream, media_type=None, parser_context=None):
+        limit = settings.CRYSTALLISE_MAX_JSON_BYTES
         request = parser_context["request"] if parser_context else None
         length = request.META.get("CONTENT_LENGTH") if request is not None else None
         try:
-            too_big = length is not None and int(length) > settings.CRYSTALLISE_MAX_JSON_BYTES
+            too_big = bool(length) and int(length) > limit
         except ValueError:
             too_big = False
         if too_big:
             raise _TooLarge()
-        return super().parse(stream, media_type, parser_context)
+        data = stream.read(limit + 1) if stream is not None else b""
+        if len(data) > limit:
+            raise _TooLarge()
+        return JSONParser().parse(io.BytesIO(data), media_type, parser_context)
 
 
 class _TooLarge(drf_exceptions.APIException):
@@ -153,6 +169,7 @@ def healthz(request):
     return JsonResponse(body, status=200 if db_ok else 503)
 
 
+@csrf_exempt  # any method: an unknown route is a 404, never a CSRF 403 page
 def not_found(request, exception=None):
     return JsonResponse(
         error_body(Category.NOT_FOUND, f"No such endpoint: {request.path}"), status=404
@@ -167,3 +184,18 @@ def server_error(request):
 
 def bad_request(request, exception=None):
     return JsonResponse(error_body(Category.VALIDATION, "Bad request."), status=400)
+
+
+def paginated_schema(name: str, item) -> object:
+    """The documented shape of a cursor-paginated list: {"results": [...], "next", "previous"}."""
+    from drf_spectacular.utils import inline_serializer
+    from rest_framework import serializers
+
+    return inline_serializer(
+        name,
+        {
+            "results": item(many=True),
+            "next": serializers.CharField(allow_null=True, help_text="URL of the next page, or null."),
+            "previous": serializers.CharField(allow_null=True, help_text="URL of the previous page, or null."),
+        },
+    )

@@ -34,3 +34,14 @@ class CostField(serializers.DecimalField):
 
     def to_representation(self, value):
         return None if value is None else float(value)
+
+
+class NumberField(serializers.FloatField):
+    """A finite JSON number (or numeric string from a form); `true`/`false` are not numbers here."""
+
+    default_error_messages = {"invalid": "A valid number is required."}
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool):
+            self.fail("invalid")
+        return super().to_internal_value(data)

@@ -2,13 +2,13 @@ from __future__ import annotations
 
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from crystallise.api import Cursor, LimitedJSONParser
+from crystallise.api import Cursor, LimitedJSONParser, paginated_schema
 from crystallise.auth import request_openai_key
 from crystallise.errors import NotFoundError, ValidationError
 from crystallise.formats import parse_papers
@@ -62,7 +62,7 @@ class JobListCreate(APIView):
         operation_id="indexer_jobs_list",
         parameters=[OpenApiParameter("status", str, enum=[s.value for s in JobStatus]),
                     OpenApiParameter("cursor", str), OpenApiParameter("page_size", int)],
-        responses={200: IndexJobSerializer(many=True), **ERRORS},
+        responses={200: paginated_schema("PaginatedIndexJobList", IndexJobSerializer), **ERRORS},
     )
     def get(self, request):
         jobs = IndexJob.objects.owned_by(request.user.fingerprint)
@@ -80,6 +80,13 @@ class JobListCreate(APIView):
         request={"application/json": IndexJobCreateSerializer, "multipart/form-data": IndexJobCreateSerializer},
         parameters=[KEY_HEADER],
         responses={202: IndexJobSerializer, **ERRORS},
+        examples=[OpenApiExample(
+            "One record", request_only=True, media_type="application/json",
+            value={"model": "gpt-5-nano", "fields": ["population", "study_design"],
+                   "records": [{"id": "pmid:1", "title": "Triptans for migraine",
+                                "abstract": "In this randomized controlled trial 240 adults with episodic migraine "
+                                            "received a triptan or placebo; pain freedom at two hours was higher."}]},
+        )],
     )
     def post(self, request):
         serializer = IndexJobCreateSerializer(data=request.data)
@@ -129,7 +136,7 @@ class JobResults(APIView):
         parameters=[OpenApiParameter("format", str, enum=["json", "csv", "jsonl"]),
                     OpenApiParameter("indexing_status", str, enum=list(Status.ALL)),
                     OpenApiParameter("cursor", str), OpenApiParameter("page_size", int)],
-        responses={200: IndexResultSerializer(many=True), (200, "text/csv"): OpenApiTypes.STR, **ERRORS},
+        responses={200: paginated_schema("PaginatedIndexResultList", IndexResultSerializer), (200, "text/csv"): OpenApiTypes.STR, **ERRORS},
     )
     def get(self, request, job_id):
         job = get_job(request, job_id)

@@ -224,9 +224,9 @@ def test_latency_and_concurrency():
             return time.monotonic() - began
 
     with FakeOpenAI(latency=0.3) as fake:
-        assert 0.3 <= run(one()) < 0.6
+        assert 0.3 <= run(one()) < 1.5  # latency is honoured (upper bound loose: CI machines are busy)
         fake.config.latency = 0.2
-        assert run(many()) < 1.2
+        assert run(many()) < 5.0  # served concurrently: one after another would take 20 s
         assert fake.stats["max_in_flight"] >= 50
         assert fake.stats["status"] == {"200": 101}
 

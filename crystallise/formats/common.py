@@ -124,6 +124,9 @@ def _paper_id(value: Any) -> str:
             raise ValueError("missing paper id")
         raise TypeError(f"id must be a string, not {type(value).__name__}")
     paper_id = str(value).strip()
+    if "\x00" in paper_id:
+        # PostgreSQL text cannot hold NUL: a 400 here rather than a failed INSERT (a 500).
+        raise ValueError("id contains a NUL character")
     if not paper_id:
         raise ValueError("missing paper id")
     if len(paper_id) > MAX_ID_LENGTH:
