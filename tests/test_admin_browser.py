@@ -8,7 +8,9 @@ Skipped when either is missing. Saves the screenshots used in docs/backend-guide
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import tempfile
 import urllib.request
 from pathlib import Path
 
@@ -19,7 +21,10 @@ from screening.models import ScreeningJob
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver") or ("/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").exists() else None)
-IMG = Path(__file__).resolve().parent.parent / "docs" / "img"
+# The docs' screenshots are refreshed only on request (CRYSTALLISE_SCREENSHOTS=1);
+# other runs write them to a temporary folder so a test run never edits docs/.
+IMG = (Path(__file__).resolve().parent.parent / "docs" / "img" if os.environ.get("CRYSTALLISE_SCREENSHOTS")
+       else Path(tempfile.mkdtemp(prefix="crystallise-screens-")))
 PASSWORD = "pw-browser-operator-123"
 CRITERIA = {"research_question": "Do triptans relieve migraine?",
             "inclusion": ["randomized trial", "migraine treatment"], "exclusion": ["pediatric children"]}
