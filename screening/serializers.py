@@ -46,6 +46,10 @@ class PapersField(serializers.Field):
             raise serializers.ValidationError(f"At most {MAX_PAPERS} papers per job (got {len(data)}).")
         papers = normalize_papers(data, max_records=MAX_PAPERS, field="papers")
         for index, paper in enumerate(papers):
+            # PostgreSQL text and jsonb cannot hold NUL (the INSERT would fail with a 500);
+            # uploaded files with NUL bytes are refused the same way.
+            if "\x00" in paper["title"] or "\x00" in paper["abstract"] or any("\x00" in k for k in paper["keywords"]):
+                raise serializers.ValidationError(f"papers[{index}] contains a NUL character; send UTF-8 text without NUL.")
             if len(paper["title"]) > MAX_TITLE_CHARS:
                 raise serializers.ValidationError(f"papers[{index}].title is longer than {MAX_TITLE_CHARS} characters.")
             if len(paper["abstract"]) > MAX_ABSTRACT_CHARS:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
@@ -23,7 +24,7 @@ from typing import Any, Protocol
 
 import uvloop
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import DatabaseError, close_old_connections, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -41,6 +42,8 @@ LOAD_CHUNK = 1000
 # After this many papers in a row fail after all retries, the provider is
 # treated as down and the job stops instead of burning through the rest.
 CIRCUIT_BREAKER = 25
+# A job resumed this many times (crashes, lost database) is failed rather than retried forever.
+MAX_RUNS = 20
 
 
 @dataclass
@@ -129,6 +132,10 @@ def run_job(kind: JobKind, job_id, *, concurrency: int | None = None) -> str | N
         logger.info("Job %s not claimed (finished, or owned by a live worker).", job_id)
         return None
     job = model.objects.get(pk=job_id)
+    if job.attempts > MAX_RUNS:
+        finish(model, job_id, token, JobStatus.FAILED, category=Category.INTERNAL,
+               message=f"The job was started {MAX_RUNS} times without finishing; gave up. Resubmit it.")
+        return JobStatus.FAILED
     available, api_key = _job_key(job)
     if not available:
         finish(
@@ -164,6 +171,8 @@ class _Run:
         self.stop = asyncio.Event()
         self.flush_now = asyncio.Event()
         self.lost = False
+        # The database failed past the retry window: leave the job to recovery.
+        self.db_failed = False
         self.fatal: tuple[str, str] | None = None
         self.spent = job.usage
         self.consecutive_failures = 0
@@ -201,11 +210,12 @@ class _Run:
             await asyncio.gather(flusher, return_exceptions=True)
             await client.aclose()
             try:
-                if not self.lost:
-                    await self.db_call(self.flush_batch)
+                if not (self.lost or self.db_failed):
+                    await self.flush()
                 if crash is not None:
                     raise crash
-                status = None if self.lost or interrupted else await self.db_call(self.conclude)
+                settled = not (self.lost or self.db_failed or interrupted)
+                status = await self.db_call(self.conclude) if settled else None
             finally:
                 await self.db_call(_close_connection)
                 self.db.shutdown(wait=True)
@@ -282,15 +292,44 @@ class _Run:
             self.flush_now.clear()
             if self.stop.is_set():
                 return
-            alive = await self.db_call(self.flush_batch)
-            if not alive:
-                self.lost = True
+            await self.flush()
+            if self.lost or self.db_failed:
                 self.stop.set()
                 return
 
-    # --- runs in the DB thread -------------------------------------------
-    def flush_batch(self) -> bool:
+    async def flush(self) -> None:
+        """Write the buffered outcomes; retry a failing database, never drop a batch.
+
+        The buffer is swapped here, on the event loop (where workers append),
+        so no outcome can slip between the swap and the write. A batch whose
+        write fails goes back to the buffer and is retried with backoff (a
+        dropped connection is reopened) for half the stale window; after that
+        the run stops without concluding and recovery resumes the job from
+        what is persisted.
+        """
         batch, self.buffer = self.buffer, []
+        deadline = time.monotonic() + settings.CRYSTALLISE_JOB_STALE_SECONDS / 2
+        delay = 0.2
+        while True:
+            try:
+                alive = await self.db_call(self.write_batch, batch)
+            except DatabaseError:
+                logger.warning("Job %s: writing results failed; retrying", self.job.pk, exc_info=True)
+                await self.db_call(_close_connection)
+                if time.monotonic() + delay > deadline:
+                    self.buffer[:0] = batch
+                    self.db_failed = True
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            if not alive:
+                self.lost = True
+            return
+
+    # --- runs in the DB thread -------------------------------------------
+    def write_batch(self, batch: list[Outcome]) -> bool:
+        """One transaction: check the lease, add counters and usage, insert the results. False if the job is no longer ours."""
         usage = sum((o.usage for o in batch), Usage())
         counters: Counter = Counter()
         for outcome in batch:
@@ -319,6 +358,11 @@ class _Run:
         if self.fatal is not None:
             category, message = self.fatal
             return JobStatus.FAILED if finish(self.model, self.job.pk, self.token, JobStatus.FAILED, category=category, message=message) else None
+        if self.kind.pending_items(self.job, -1, 1):
+            # Items without a result (a write was lost): not finished. Leave the
+            # job running; recovery resumes it from what is persisted.
+            logger.error("Job %s ended a run with items left; leaving it to recovery.", self.job.pk)
+            return None
         attempted, failures = self.kind.failure_counts(self.job)
         failed_total = sum(failures.values())
         if attempted and failed_total * 2 > attempted:

@@ -41,12 +41,18 @@ def job_enqueue(*, job: BaseJob, task: str) -> None:
 
 
 def job_cancel(*, job: BaseJob) -> BaseJob:
-    """Cancel an active job; its worker sees the lost lease at its next write and stops calling the LLM."""
-    now = timezone.now()
-    type(job).objects.filter(pk=job.pk, status__in=(JobStatus.PENDING, JobStatus.RUNNING)).update(
-        status=JobStatus.CANCELLED, finished_at=now, updated_at=now, lease=None
-    )
-    JobSecret.objects.filter(job_id=job.pk).delete()
+    """Cancel an active job; its worker sees the lost lease at its next write and stops calling the LLM.
+
+    The row is locked first, so a batch the worker is writing at that moment
+    commits before the cancel, and `finished_at` is taken after it: no result
+    of a cancelled job is newer than its `finished_at`.
+    """
+    model = type(job)
+    with transaction.atomic():
+        if model.objects.select_for_update().filter(pk=job.pk, status__in=(JobStatus.PENDING, JobStatus.RUNNING)).exists():
+            now = timezone.now()
+            model.objects.filter(pk=job.pk).update(status=JobStatus.CANCELLED, finished_at=now, updated_at=now, lease=None)
+        JobSecret.objects.filter(job_id=job.pk).delete()
     job.refresh_from_db()
     return job
 
