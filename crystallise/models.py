@@ -36,8 +36,15 @@ class ApiKeyQuerySet(models.QuerySet):
         )
         return key, secret
 
-    def by_secret(self, secret: str) -> ApiKey | None:
-        return self.filter(key_hash=hash_secret(secret)).first()
+    def key_or_any_active(self, secret: str) -> ApiKey | None:
+        """The key with this secret if it exists (active or not), else any active key, else None."""
+        digest = hash_secret(secret)
+        return (
+            self.filter(models.Q(key_hash=digest) | models.Q(is_active=True))
+            .annotate(match=models.Case(models.When(key_hash=digest, then=1), default=0, output_field=models.IntegerField()))
+            .order_by("-match")
+            .first()
+        )
 
     def with_spend(self) -> ApiKeyQuerySet:
         """Annotate `spend_usd` (all jobs to date) and `month_spend_usd` (this calendar month, UTC).

@@ -7,6 +7,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from crystallise.formats import normalize_papers
+from crystallise.jobs.models import JobStatus
 from crystallise.serializers import CostField, NumberField, StrictSerializer, UsageSerializer
 from screening.models import ScreeningJob, ScreeningResult
 
@@ -158,7 +159,27 @@ class ProgressSerializer(serializers.Serializer):
 INLINE_RESULTS_LIMIT = 1000
 
 
-class ScreeningJobSerializer(serializers.ModelSerializer):
+class ScreeningJobSerializer(serializers.Serializer):
+    """A job as clients see it. Fields are declared, not derived from the model:
+    it is built on every poll, and ModelSerializer's field introspection was
+    most of a poll's CPU."""
+
+    id = serializers.UUIDField(read_only=True)
+    status = serializers.ChoiceField(choices=[s.value for s in JobStatus], read_only=True)
+    project_id = serializers.CharField(allow_null=True, read_only=True)
+    model = serializers.CharField(read_only=True)
+    llm_backend = serializers.CharField(read_only=True)
+    criteria = serializers.JSONField(read_only=True)
+    threshold = serializers.FloatField(read_only=True)
+    clusters_config = serializers.JSONField(read_only=True)
+    error_category = serializers.CharField(allow_null=True, read_only=True)
+    error_message = serializers.CharField(allow_null=True, read_only=True)
+    created_at = serializers.DateTimeField(read_only=True)
+    started_at = serializers.DateTimeField(allow_null=True, read_only=True)
+    finished_at = serializers.DateTimeField(allow_null=True, read_only=True)
+    updated_at = serializers.DateTimeField(read_only=True)
+    callback_url = serializers.CharField(allow_null=True, read_only=True)
+    callback_status = serializers.CharField(allow_null=True, read_only=True)
     progress = serializers.SerializerMethodField()
     usage = serializers.SerializerMethodField()
     estimated_cost_usd = CostField()
@@ -167,13 +188,6 @@ class ScreeningJobSerializer(serializers.ModelSerializer):
     clusters = serializers.SerializerMethodField()
     results_url = serializers.SerializerMethodField()
     results = serializers.SerializerMethodField()
-
-    class Meta:
-        model = ScreeningJob
-        fields = ["id", "status", "project_id", "model", "llm_backend", "criteria", "threshold", "clusters_config",
-                  "progress", "estimated_cost_usd", "max_estimated_cost_usd", "usage", "cost_usd",
-                  "error_category", "error_message", "created_at", "started_at", "finished_at", "updated_at",
-                  "clusters", "results_url", "results", "callback_url", "callback_status"]
 
     @extend_schema_field(ProgressSerializer)
     def get_progress(self, job: ScreeningJob) -> dict:
