@@ -67,7 +67,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between one client's polls (0: closed loop)")
-    parser.add_argument("--web-workers", type=int, default=4)
+    parser.add_argument("--web-workers", type=int, default=2, help="gunicorn workers (default: one per core here)")
     args = parser.parse_args()
     with fake_provider(latency=0.3) as base_url:
         db_url = fresh_database_url("polling")
