@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
+import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 from django.conf import settings
@@ -22,6 +25,30 @@ logger = logging.getLogger(__name__)
 
 ATTEMPTS = 3
 TIMEOUT = 10
+
+
+def check_url(url: str) -> str | None:
+    """Why `url` may not receive callbacks, or None when it may.
+
+    Callbacks are requests the server makes on a client's behalf: unless
+    `CRYSTALLISE_CALLBACK_ALLOW_PRIVATE` is set, they may only go to public
+    addresses (no loopback, private, link-local or reserved ranges), checked
+    at submission and again at delivery (DNS may change in between).
+    """
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        return "callback_url must be an http(s) URL."
+    if settings.CRYSTALLISE_CALLBACK_ALLOW_PRIVATE:
+        return None
+    try:
+        infos = socket.getaddrinfo(parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80))
+    except (socket.gaierror, UnicodeError):
+        return f"callback_url host {parsed.hostname!r} does not resolve."
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0])
+        if not address.is_global:
+            return f"callback_url must point to a public address ({parsed.hostname} is {address})."
+    return None
 
 
 def secret() -> bytes:
@@ -38,6 +65,9 @@ def sign(body: bytes, timestamp: int) -> str:
 def deliver(url: str, payload: dict, *, backoff: float = 2.0) -> tuple[bool, int]:
     """POST the payload; returns (delivered, attempts). 2xx is success; other answers are retried."""
     body = json.dumps(payload, default=str).encode()
+    if (problem := check_url(url)) is not None:
+        logger.warning("Callback not sent: %s", problem)
+        return False, 0
     for attempt in range(1, ATTEMPTS + 1):
         timestamp = int(time.time())
         request = urllib.request.Request(url, data=body, method="POST", headers={

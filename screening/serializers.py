@@ -113,6 +113,13 @@ class ScreeningJobCreateSerializer(StrictSerializer):
     )
     callback_url = serializers.URLField(required=False, allow_null=True, max_length=2000)
 
+    def validate_callback_url(self, value):
+        from crystallise.callbacks import check_url
+
+        if value and (problem := check_url(value)) is not None:
+            raise serializers.ValidationError(problem)
+        return value
+
     def validate(self, attrs):
         if "papers" in attrs and "papers_file" in attrs:
             raise serializers.ValidationError({"papers": ["Send papers or papers_file, not both."]})

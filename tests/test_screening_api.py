@@ -284,7 +284,14 @@ def test_real_dataset_job_with_mock_backend(api, settings, run_queue):
     assert sum(c["size"] for c in body["clusters"]) == 120
 
 
-def test_completion_callback_is_signed_and_recorded(api, fake_openai, run_queue):
+def test_callback_to_a_private_address_is_refused(api, fake_openai):
+    response = submit(api, callback_url="http://127.0.0.1:9/hook")
+    assert response.status_code == 400 and "callback_url" in response.json()["errors"]
+    assert submit(api, callback_url="ftp://example.org/x").status_code == 400
+
+
+def test_completion_callback_is_signed_and_recorded(api, fake_openai, run_queue, settings):
+    settings.CRYSTALLISE_CALLBACK_ALLOW_PRIVATE = True  # the receiver below listens on loopback
     import hashlib
     import hmac
     from http.server import BaseHTTPRequestHandler, HTTPServer

@@ -195,6 +195,8 @@ CRYSTALLISE_LLM_BACKOFF = env.float("CRYSTALLISE_LLM_BACKOFF", default=0.5)
 CRYSTALLISE_FERNET_KEY = env.str("CRYSTALLISE_FERNET_KEY", default="")
 # Secret for signing job-completion callbacks (HMAC-SHA256); SECRET_KEY-derived if unset.
 CRYSTALLISE_CALLBACK_SECRET = env.str("CRYSTALLISE_CALLBACK_SECRET", default="")
+# Callbacks go only to public addresses unless this is set (e.g. receivers on a private network).
+CRYSTALLISE_CALLBACK_ALLOW_PRIVATE = env.bool("CRYSTALLISE_CALLBACK_ALLOW_PRIVATE", default=False)
 # Password given by `manage.py create_operator` (a random one is printed when unset).
 CRYSTALLISE_OPERATOR_PASSWORD = env.str("CRYSTALLISE_OPERATOR_PASSWORD", default="")
 # A running job whose heartbeat is older than this is considered orphaned.
