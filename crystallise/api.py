@@ -141,6 +141,39 @@ class Cursor(CursorPagination):
     ordering = "-created_at"
 
 
+class PositionCursor(Cursor):
+    """Results in input order."""
+
+    ordering = "position"
+
+
+def results_response(request, view, *, job, rows, exports, serializer_class, filename: str):
+    """A job's results: a cursor page of JSON, or (`?format=`) a streamed export in input order.
+
+    Active jobs answer with `Retry-After: 2`; `exports` is the app's module
+    with `FORMATS` ({format: content type}) and `stream(job, rows, format)`.
+    """
+    from django.http import StreamingHttpResponse
+
+    from crystallise.errors import ValidationError
+
+    fmt = request.query_params.get("format", "json")
+    headers = {"Retry-After": "2"} if job.is_active else {}
+    if fmt in exports.FORMATS:
+        content_type, stream = exports.stream(job, rows.order_by("position"), fmt)
+        response = StreamingHttpResponse(stream, content_type=content_type, headers=headers)
+        response["Content-Disposition"] = f'attachment; filename="{filename}.{fmt}"'
+        return response
+    if fmt != "json":
+        choices = ", ".join(["json", *exports.FORMATS])
+        raise ValidationError(f"format must be one of {choices}.", errors={"format": ["Invalid choice."]})
+    paginator = PositionCursor()
+    page = paginator.paginate_queryset(rows, request, view=view)
+    data = serializer_class(page, many=True).data
+    return Response({"results": data, "next": paginator.get_next_link(), "previous": paginator.get_previous_link()},
+                    headers=headers)
+
+
 # --- plain Django views (outside DRF) ---------------------------------------
 
 def healthz(request):

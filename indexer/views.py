@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import status
@@ -8,7 +7,7 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from crystallise.api import Cursor, LimitedJSONParser, paginated_schema
+from crystallise.api import Cursor, LimitedJSONParser, paginated_schema, results_response
 from crystallise.auth import request_openai_key
 from crystallise.errors import NotFoundError, ValidationError
 from crystallise.formats import parse_papers
@@ -126,10 +125,6 @@ class JobDetail(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class ResultsCursor(Cursor):
-    ordering = "position"
-
-
 class JobResults(APIView):
     @extend_schema(
         operation_id="indexer_jobs_results",
@@ -146,17 +141,5 @@ class JobResults(APIView):
                 raise ValidationError(f"Unknown indexing_status {wanted!r}.",
                                       errors={"indexing_status": [f"One of {', '.join(Status.ALL)}."]})
             rows = rows.filter(indexing_status=wanted)
-        fmt = request.query_params.get("format", "json")
-        headers = {"Retry-After": "2"} if job.status in ACTIVE_STATUSES else {}
-        if fmt in exports.FORMATS:
-            content_type, stream = exports.stream(job, rows.order_by("position"), fmt)
-            response = StreamingHttpResponse(stream, content_type=content_type, headers=headers)
-            response["Content-Disposition"] = f'attachment; filename="index-{job.pk}.{fmt}"'
-            return response
-        if fmt != "json":
-            raise ValidationError("format must be json, csv or jsonl.", errors={"format": ["Invalid choice."]})
-        paginator = ResultsCursor()
-        page = paginator.paginate_queryset(rows, request, view=self)
-        data = IndexResultSerializer(page, many=True).data
-        return Response({"results": data, "next": paginator.get_next_link(), "previous": paginator.get_previous_link()},
-                        headers=headers)
+        return results_response(request, self, job=job, rows=rows, exports=exports,
+                                serializer_class=IndexResultSerializer, filename=f"index-{job.pk}")

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers as drf_serializers
@@ -10,7 +9,7 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from crystallise.api import Cursor, LimitedJSONParser, paginated_schema
+from crystallise.api import Cursor, LimitedJSONParser, paginated_schema, results_response
 from crystallise.auth import request_openai_key
 from crystallise.errors import NotFoundError, PayloadTooLarge, ValidationError
 from crystallise.formats import parse_papers
@@ -143,10 +142,6 @@ class JobDetail(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class ResultsCursor(Cursor):
-    ordering = "position"
-
-
 class JobResults(APIView):
     @extend_schema(
         operation_id="screening_jobs_results",
@@ -179,17 +174,5 @@ class JobResults(APIView):
             if review.lower() not in ("true", "false", "1", "0"):
                 raise ValidationError("needs_review must be true or false.", errors={"needs_review": ["Must be a boolean."]})
             rows = rows.filter(needs_review=review.lower() in ("true", "1"))
-        fmt = params.get("format", "json")
-        headers = {"Retry-After": "2"} if job.status in ACTIVE_STATUSES else {}
-        if fmt in exports.FORMATS:
-            content_type, stream = exports.stream(job, rows.order_by("position"), fmt)
-            response = StreamingHttpResponse(stream, content_type=content_type, headers=headers)
-            response["Content-Disposition"] = f'attachment; filename="screening-{job.pk}.{fmt}"'
-            return response
-        if fmt != "json":
-            raise ValidationError("format must be json, csv, ris or jsonl.", errors={"format": ["Invalid choice."]})
-        paginator = ResultsCursor()
-        page = paginator.paginate_queryset(rows, request, view=self)
-        data = ScreeningResultSerializer(page, many=True).data
-        return Response({"results": data, "next": paginator.get_next_link(), "previous": paginator.get_previous_link()},
-                        headers=headers)
+        return results_response(request, self, job=job, rows=rows, exports=exports,
+                                serializer_class=ScreeningResultSerializer, filename=f"screening-{job.pk}")
