@@ -68,6 +68,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between one client's polls (0: closed loop)")
     parser.add_argument("--web-workers", type=int, default=2, help="gunicorn workers (default: one per core here)")
+    parser.add_argument("--threads", type=int, default=1, help="threads per gunicorn worker (gthread when > 1)")
     args = parser.parse_args()
     with fake_provider(latency=0.3) as base_url:
         db_url = fresh_database_url("polling")
@@ -81,7 +82,7 @@ def main() -> None:
                                   cwd=ROOT, env=child_env)
         port = free_port()
         web = subprocess.Popen([sys.executable, "-m", "gunicorn", "crystallise_site.wsgi", "--bind", f"127.0.0.1:{port}",
-                                "--workers", str(args.web_workers), "--log-level", "warning"], cwd=ROOT, env=child_env)
+                                "--workers", str(args.web_workers), "--threads", str(args.threads), "--log-level", "warning"], cwd=ROOT, env=child_env)
         try:
             url = f"http://127.0.0.1:{port}/v1/screening/jobs/{job_id}"
             for _ in range(100):
@@ -100,7 +101,7 @@ def main() -> None:
     latencies.sort()
     pct = lambda p: round(1000 * latencies[min(len(latencies) - 1, int(p * len(latencies)))], 2)  # noqa: E731
     write_results("polling", {
-        "clients": args.clients, "poll_interval_s": args.interval, "seconds": args.seconds, "web_workers": args.web_workers,
+        "clients": args.clients, "poll_interval_s": args.interval, "seconds": args.seconds, "web_workers": args.web_workers, "threads": args.threads,
         "requests": len(latencies), "requests_per_s": round(len(latencies) / args.seconds, 1),
         "answers_while_running": active, "errors": errors,
         "p50_ms": pct(0.50), "p90_ms": pct(0.90), "p99_ms": pct(0.99), "max_ms": round(1000 * latencies[-1], 2),
