@@ -141,7 +141,8 @@ def run_job(kind: JobKind, job_id, *, concurrency: int | None = None) -> str | N
         finish(
             model, job_id, token, JobStatus.FAILED, category=Category.SERVER_RESTART,
             message="The job was interrupted and its OpenAI key is no longer available "
-            "(a per-request key is kept only while the job runs, or the server key was removed). Resubmit the job.",
+            "(a per-request key is kept only while the job runs; or the server key was removed or replaced, "
+            "and a job never switches keys). Resubmit the job.",
         )
         return JobStatus.FAILED
     try:
