@@ -200,3 +200,23 @@ def test_resume_never_switches_to_a_different_server_key(api, fake_openai, setti
     body = api.get(f"{URL}/{job_id}").json()
     assert body["status"] == "failed" and body["error_category"] == "server_restart"
     assert fake_openai.count == 0
+
+
+def test_long_preparation_keeps_the_heartbeat_fresh(api, fake_openai, settings):
+    """Clustering a huge job outlasts the stale window: the job must not look orphaned meanwhile."""
+    from crystallise.jobs.runner import run_job
+    from screening.services import ScreeningKind
+
+    settings.CRYSTALLISE_JOB_STALE_SECONDS = 4  # heartbeat every second
+    seen = {}
+
+    class SlowPrepare(ScreeningKind):
+        def prepare(self, job):
+            before = ScreeningJob.objects.get(pk=job.pk).heartbeat_at
+            time.sleep(2.5)
+            seen["advanced"] = ScreeningJob.objects.get(pk=job.pk).heartbeat_at > before
+            super().prepare(job)
+
+    job_id = api.post(URL, {"criteria": CRITERIA, "papers": papers(3)}, format="json").json()["id"]
+    assert run_job(SlowPrepare(), job_id) == "completed"
+    assert seen["advanced"]

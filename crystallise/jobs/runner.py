@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
@@ -146,7 +148,8 @@ def run_job(kind: JobKind, job_id, *, concurrency: int | None = None) -> str | N
         )
         return JobStatus.FAILED
     try:
-        kind.prepare(job)
+        with _heartbeat(model, job_id, token):
+            kind.prepare(job)
         # uvloop: the event loop is most of the worker's CPU after the HTTP client.
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as loop:
             status = loop.run(_Run(kind, job, token, api_key, concurrency).run())
@@ -371,6 +374,29 @@ class _Run:
             message = f"{failed_total} of {attempted} papers failed after all retries ({category})."
             return JobStatus.FAILED if finish(self.model, self.job.pk, self.token, JobStatus.FAILED, category=category, message=message) else None
         return JobStatus.COMPLETED if finish(self.model, self.job.pk, self.token, JobStatus.COMPLETED) else None
+
+
+@contextmanager
+def _heartbeat(model: type[BaseJob], job_id, token: uuid.UUID):
+    """Keep the job's heartbeat fresh while a long synchronous step runs (topic
+    clustering of 100k papers takes longer than the stale window)."""
+    done = threading.Event()
+    interval = max(1.0, settings.CRYSTALLISE_JOB_STALE_SECONDS / 4)
+
+    def beat() -> None:
+        try:
+            while not done.wait(interval):
+                model.objects.filter(pk=job_id, lease=token, status=JobStatus.RUNNING).update(heartbeat_at=timezone.now())
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{job_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 def _close_connection() -> None:
