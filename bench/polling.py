@@ -65,12 +65,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--papers", type=int, default=5000)
     parser.add_argument("--clients", type=int, default=100)
+    parser.add_argument("--latency", type=float, default=0.3, help="provider latency while the job runs")
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between one client's polls (0: closed loop)")
     parser.add_argument("--web-workers", type=int, default=2, help="gunicorn workers (default: one per core here)")
     parser.add_argument("--threads", type=int, default=1, help="threads per gunicorn worker (gthread when > 1)")
     args = parser.parse_args()
-    with fake_provider(latency=0.3) as base_url:
+    with fake_provider(latency=args.latency) as base_url:
         db_url = fresh_database_url("polling")
         env = dict(CRYSTALLISE_OPENAI_BASE_URL=base_url, CRYSTALLISE_OPENAI_API_KEY="sk-bench", CRYSTALLISE_LLM_CONCURRENCY=64)
         setup_django(db_url, **env)
