@@ -141,6 +141,21 @@ class Cursor(CursorPagination):
     ordering = "-created_at"
 
 
+def jobs_response(request, view, *, jobs, serializer_class):
+    """A caller's jobs, newest first, cursor-paginated, optionally filtered by `?status=`."""
+    from crystallise.errors import ValidationError
+    from crystallise.jobs.models import JobStatus
+
+    if wanted := request.query_params.get("status"):
+        if wanted not in JobStatus.values:
+            raise ValidationError(f"Unknown status {wanted!r}.", errors={"status": [f"One of {', '.join(JobStatus.values)}."]})
+        jobs = jobs.filter(status=wanted)
+    paginator = Cursor()
+    page = paginator.paginate_queryset(jobs, request, view=view)
+    data = serializer_class(page, many=True, context={"request": request}).data
+    return Response({"results": data, "next": paginator.get_next_link(), "previous": paginator.get_previous_link()})
+
+
 class PositionCursor(Cursor):
     """Results in input order."""
 

@@ -7,7 +7,7 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from crystallise.api import Cursor, LimitedJSONParser, paginated_schema, results_response
+from crystallise.api import LimitedJSONParser, jobs_response, paginated_schema, results_response
 from crystallise.auth import request_openai_key
 from crystallise.errors import NotFoundError, ValidationError
 from crystallise.formats import parse_papers
@@ -65,14 +65,7 @@ class JobListCreate(APIView):
     )
     def get(self, request):
         jobs = IndexJob.objects.owned_by(request.user.fingerprint)
-        if wanted := request.query_params.get("status"):
-            if wanted not in JobStatus.values:
-                raise ValidationError(f"Unknown status {wanted!r}.", errors={"status": [f"One of {', '.join(JobStatus.values)}."]})
-            jobs = jobs.filter(status=wanted)
-        paginator = Cursor()
-        page = paginator.paginate_queryset(jobs, request, view=self)
-        data = IndexJobSerializer(page, many=True, context={"request": request}).data
-        return Response({"results": data, "next": paginator.get_next_link(), "previous": paginator.get_previous_link()})
+        return jobs_response(request, self, jobs=jobs, serializer_class=IndexJobSerializer)
 
     @extend_schema(
         operation_id="indexer_jobs_create",

@@ -9,7 +9,7 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from crystallise.api import Cursor, LimitedJSONParser, paginated_schema, results_response
+from crystallise.api import LimitedJSONParser, jobs_response, paginated_schema, results_response
 from crystallise.auth import request_openai_key
 from crystallise.errors import NotFoundError, PayloadTooLarge, ValidationError
 from crystallise.formats import parse_papers
@@ -60,18 +60,10 @@ class JobListCreate(APIView):
         responses={200: paginated_schema("PaginatedScreeningJobList", ScreeningJobSerializer), **ERRORS},
     )
     def get(self, request):
-        jobs = ScreeningJob.objects.owned_by(request.user.fingerprint)
+        jobs = ScreeningJob.objects.owned_by(request.user.fingerprint).defer("cluster_assignments")
         if project := request.query_params.get("project_id"):
             jobs = jobs.filter(project_id=project)
-        if wanted := request.query_params.get("status"):
-            if wanted not in JobStatus.values:
-                raise ValidationError(f"Unknown status {wanted!r}.", errors={"status": [f"One of {', '.join(JobStatus.values)}."]})
-            jobs = jobs.filter(status=wanted)
-        jobs = jobs.defer("cluster_assignments")
-        paginator = Cursor()
-        page = paginator.paginate_queryset(jobs, request, view=self)
-        data = ScreeningJobSerializer(page, many=True, context={"request": request}).data
-        return Response({"results": data, "next": paginator.get_next_link(), "previous": paginator.get_previous_link()})
+        return jobs_response(request, self, jobs=jobs, serializer_class=ScreeningJobSerializer)
 
     @extend_schema(
         operation_id="screening_jobs_create",
