@@ -17,7 +17,7 @@ from rest_framework.parsers import BaseParser, JSONParser
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
-from crystallise.errors import Category, CrystalliseError
+from crystallise.errors import Category, CrystalliseError, ValidationError, error_body
 
 logger = logging.getLogger(__name__)
 
@@ -48,14 +48,6 @@ def _flatten(detail) -> dict[str, list[str]]:
 
     walk("", detail)
     return out
-
-
-def error_body(category: str, detail: str, errors: dict | None = None, **extra) -> dict:
-    body = {"error_category": category, "detail": detail}
-    if errors:
-        body["errors"] = errors
-    body.update(extra)
-    return body
 
 
 def exception_handler(exc, context):
@@ -143,7 +135,6 @@ class Cursor(CursorPagination):
 
 def jobs_response(request, view, *, jobs, serializer_class):
     """A caller's jobs, newest first, cursor-paginated, optionally filtered by `?status=`."""
-    from crystallise.errors import ValidationError
     from crystallise.jobs.models import JobStatus
 
     if wanted := request.query_params.get("status"):
@@ -170,7 +161,6 @@ def results_response(request, view, *, job, rows, exports, serializer_class, fil
     """
     from django.http import StreamingHttpResponse
 
-    from crystallise.errors import ValidationError
 
     fmt = request.query_params.get("format", "json")
     headers = {"Retry-After": "2"} if job.is_active else {}

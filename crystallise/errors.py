@@ -35,6 +35,15 @@ class Category:
     )
 
 
+def error_body(category: str, detail: str, errors: dict | None = None, **extra: Any) -> dict[str, Any]:
+    """The contract's error shape: `errors` only when there are field errors."""
+    body: dict[str, Any] = {"error_category": category, "detail": detail}
+    if errors:
+        body["errors"] = errors
+    body.update(extra)
+    return body
+
+
 class CrystalliseError(Exception):
     """Base class: a category, an HTTP status and a human sentence."""
 
@@ -57,11 +66,7 @@ class CrystalliseError(Exception):
             self.status_code = status_code
 
     def as_body(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"error_category": self.category, "detail": self.detail}
-        if self.errors:
-            body["errors"] = self.errors
-        body.update(self.extra)
-        return body
+        return error_body(self.category, self.detail, self.errors, **self.extra)
 
 
 class AuthError(CrystalliseError):

@@ -32,8 +32,8 @@ def output_budget(n_criteria: int) -> int:
     return 160 + 48 * n_criteria
 
 
-def estimate_job_cost(*, model: str, criteria: dict, papers: list[dict]) -> tuple[Decimal, int]:
-    """Estimated USD and input tokens: real token counts of every prompt plus the output budget."""
+def estimate_job_cost(*, model: str, criteria: dict, papers: list[dict]) -> Decimal:
+    """Estimated USD: real token counts of every prompt plus the output budget."""
     system = prompts.system_prompt(criteria)
     fixed = count_message_tokens([{"role": "system", "content": system}, {"role": "user", "content": ""}])
     texts = [prompts.paper_prompt(p.get("title") or "", p.get("abstract") or "", p.get("keywords")) for p in papers]
@@ -43,7 +43,7 @@ def estimate_job_cost(*, model: str, criteria: dict, papers: list[dict]) -> tupl
     input_tokens = fixed * len(papers) + variable
     n_criteria = len(prompts.criterion_ids(criteria))
     output_tokens = output_budget(n_criteria) * len(papers)
-    return estimate_cost_usd(model, input_tokens=input_tokens, output_tokens=output_tokens), input_tokens
+    return estimate_cost_usd(model, input_tokens=input_tokens, output_tokens=output_tokens)
 
 
 def request_fingerprint(payload: dict, papers: list[dict]) -> str:
@@ -72,7 +72,7 @@ def job_create(
         if existing is not None:
             return _replay(existing, fingerprint), False
     criteria = payload["criteria"]
-    estimate, _ = estimate_job_cost(model=model, criteria=criteria, papers=papers)
+    estimate = estimate_job_cost(model=model, criteria=criteria, papers=papers)
     cap = payload.get("max_estimated_cost_usd")
     check_budget(caller=caller, estimate=estimate, cap=cap,
                  advice="Raise the cap, screen fewer papers, or pick a cheaper model.")

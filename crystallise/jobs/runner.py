@@ -180,7 +180,6 @@ class _Run:
         self.fatal: tuple[str, str] | None = None
         self.spent = job.usage
         self.consecutive_failures = 0
-        self.last_failure: tuple[str, str] | None = None
         # One thread, one DB connection, for every query of this run.
         self.db = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"job-{job.pk}")
 
@@ -268,7 +267,6 @@ class _Run:
             return
         if outcome.error_category in (Category.UPSTREAM, Category.RATE_LIMIT):
             self.consecutive_failures += 1
-            self.last_failure = (outcome.error_category, outcome.error_message or "")
             if self.consecutive_failures >= CIRCUIT_BREAKER and self.fatal is None:
                 self.fatal = (
                     outcome.error_category,
