@@ -34,9 +34,9 @@ CRITERIA = {
 
 
 @contextmanager
-def fake_provider(**flags):
-    """Start tests.fake_openai in its own process; yields its base URL."""
-    args = [sys.executable, "-m", "tests.fake_openai", "--port", "0"]
+def fake_provider(nice: int = 0, **flags):
+    """Start tests.fake_openai in its own process (at CPU niceness `nice`); yields its base URL."""
+    args = (["nice", "-n", str(nice)] if nice else []) + [sys.executable, "-m", "tests.fake_openai", "--port", "0"]
     for name, value in flags.items():
         if value is not None:
             args += [f"--{name.replace('_', '-')}", str(value)]

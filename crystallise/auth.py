@@ -21,8 +21,13 @@ from rest_framework.permissions import BasePermission
 
 from crystallise.errors import AuthError
 from crystallise.models import ApiKey, hash_secret
+from crystallise.prepared import PreparedQuery
 
 HEADER = "HTTP_X_API_KEY"
+# One query answers both "is this an admin key?" and "is any admin key active?"
+# (dev mode): the matching row if there is one, else any active row.
+KEY_OR_ANY_ACTIVE = PreparedQuery(lambda digest: ApiKey.objects.key_or_any_active(digest),
+                                  digest=ApiKey._meta.get_field("key_hash"))
 OPENAI_HEADER = "HTTP_X_OPENAI_API_KEY"
 
 
@@ -79,10 +84,9 @@ def authenticate_key(value: str) -> Caller:
     env_label = _match_env_key(value)
     if env_label:
         return Caller(label=env_label, fingerprint=fingerprint(value))
-    # One query answers both "is this an admin key?" and "is any admin key
-    # active?" (dev mode): the matching row if there is one, else any active row.
-    row = ApiKey.objects.key_or_any_active(value)
-    key = row if row is not None and row.key_hash == hash_secret(value) else None
+    digest = hash_secret(value)
+    row = KEY_OR_ANY_ACTIVE.first(digest=digest)
+    key = row if row is not None and row.key_hash == digest else None
     if key is not None and key.is_active:
         ApiKey.objects.filter(pk=key.pk).update(
             last_used_at=timezone.now(), request_count=F("request_count") + 1

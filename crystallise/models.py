@@ -36,14 +36,14 @@ class ApiKeyQuerySet(models.QuerySet):
         )
         return key, secret
 
-    def key_or_any_active(self, secret: str) -> ApiKey | None:
-        """The key with this secret if it exists (active or not), else any active key, else None."""
-        digest = hash_secret(secret)
+    def key_or_any_active(self, digest: str) -> ApiKeyQuerySet:
+        """The key with this digest if it exists (active or not), else any active key, first.
+
+        `crystallise.auth` runs it prepared (compiled once per process)."""
         return (
             self.filter(models.Q(key_hash=digest) | models.Q(is_active=True))
             .annotate(match=models.Case(models.When(key_hash=digest, then=1), default=0, output_field=models.IntegerField()))
             .order_by("-match")
-            .first()
         )
 
     def with_spend(self) -> ApiKeyQuerySet:

@@ -45,3 +45,41 @@ class NumberField(serializers.FloatField):
         if isinstance(data, bool):
             self.fail("invalid")
         return super().to_internal_value(data)
+
+
+class ReadOnlySerializer(serializers.Serializer):
+    """An output-only serializer that formats with its declared fields without copying them.
+
+    DRF deep-copies every declared field for each serializer instance before
+    formatting anything; for a job polled every second that copy was most of
+    the serialisation CPU. Here the declared fields (which also document the
+    OpenAPI schema) are used as formatters once per class: plain fields read
+    `instance.<source>` and format with their own `to_representation`, method
+    fields call `get_<name>`, exactly as `Serializer.to_representation` would
+    (tests compare the two)."""
+
+    def to_representation(self, instance):
+        out = {}
+        for name, source, method, formatter in self._read_plan():
+            if method is not None:
+                out[name] = getattr(self, method)(instance)
+                continue
+            value = getattr(instance, source)
+            out[name] = None if value is None else formatter(value)
+        return out
+
+    @classmethod
+    def _read_plan(cls) -> list[tuple]:
+        plan = cls.__dict__.get("_plan")
+        if plan is None:
+            plan = []
+            for name, field in cls._declared_fields.items():
+                if isinstance(field, serializers.SerializerMethodField):
+                    plan.append((name, None, field.method_name or f"get_{name}", None))
+                else:
+                    source = field.source or name
+                    if "." in source or source == "*":
+                        raise TypeError(f"{cls.__name__}.{name}: ReadOnlySerializer reads plain attributes only")
+                    plan.append((name, source, None, field.to_representation))
+            cls._plan = plan
+        return plan

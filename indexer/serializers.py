@@ -7,7 +7,8 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from crystallise.formats import normalize_papers
-from crystallise.serializers import CostField, StrictSerializer, UsageSerializer
+from crystallise.jobs.models import JobStatus
+from crystallise.serializers import CostField, ReadOnlySerializer, StrictSerializer, UsageSerializer
 from indexer.models import IndexJob, IndexResult
 from indexer.prompts import FIELDS, Status
 
@@ -146,19 +147,26 @@ class IndexProgressSerializer(serializers.Serializer):
     errored = serializers.IntegerField()
 
 
-class IndexJobSerializer(serializers.ModelSerializer):
+class IndexJobSerializer(ReadOnlySerializer):
+    """An index job as clients see it (built on every poll; see ReadOnlySerializer)."""
+
+    id = serializers.UUIDField(read_only=True)
+    status = serializers.ChoiceField(choices=[s.value for s in JobStatus], read_only=True)
+    model = serializers.CharField(read_only=True)
+    llm_backend = serializers.CharField(read_only=True)
+    fields = serializers.ListField(child=serializers.ChoiceField(choices=list(FIELDS)), read_only=True)
     progress = serializers.SerializerMethodField()
-    usage = serializers.SerializerMethodField()
     estimated_cost_usd = CostField()
     max_estimated_cost_usd = CostField(allow_null=True)
+    usage = serializers.SerializerMethodField()
     cost_usd = CostField()
+    error_category = serializers.CharField(allow_null=True, read_only=True)
+    error_message = serializers.CharField(allow_null=True, read_only=True)
+    created_at = serializers.DateTimeField(read_only=True)
+    started_at = serializers.DateTimeField(allow_null=True, read_only=True)
+    finished_at = serializers.DateTimeField(allow_null=True, read_only=True)
+    updated_at = serializers.DateTimeField(read_only=True)
     results_url = serializers.SerializerMethodField()
-
-    class Meta:
-        model = IndexJob
-        fields = ["id", "status", "model", "llm_backend", "fields", "progress", "estimated_cost_usd",
-                  "max_estimated_cost_usd", "usage", "cost_usd", "error_category", "error_message", "created_at",
-                  "started_at", "finished_at", "updated_at", "results_url"]
 
     @extend_schema_field(IndexProgressSerializer)
     def get_progress(self, job: IndexJob) -> dict:

@@ -7,9 +7,9 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from crystallise.api import LimitedJSONParser, jobs_response, paginated_schema, results_response
+from crystallise.api import LimitedJSONParser, get_owned_job, jobs_response, paginated_schema, results_response
 from crystallise.auth import request_openai_key
-from crystallise.errors import NotFoundError, ValidationError
+from crystallise.errors import ValidationError
 from crystallise.formats import parse_papers
 from crystallise.jobs.models import ACTIVE_STATUSES, JobStatus
 from crystallise.jobs.services import job_cancel
@@ -33,11 +33,7 @@ KEY_HEADER = OpenApiParameter("X-OpenAI-API-Key", str, OpenApiParameter.HEADER,
 
 
 def get_job(request, job_id) -> IndexJob:
-    """A job of the caller's key; other keys' jobs do not exist for them."""
-    job = IndexJob.objects.filter(pk=job_id, owner=request.user.fingerprint).first()
-    if job is None:
-        raise NotFoundError(f"No index job {job_id}.")
-    return job
+    return get_owned_job(request, IndexJob, job_id, label="index job")
 
 
 class IndexRun(APIView):

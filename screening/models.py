@@ -7,6 +7,7 @@ from crystallise.jobs.models import BaseJob
 
 class ScreeningJob(BaseJob):
     RUN_TASK = "screening.tasks.run_screening_job"
+    POLL_DEFERRED = ("cluster_assignments",)
 
     criteria = models.JSONField()
     threshold = models.FloatField(default=1.0)

@@ -8,7 +8,7 @@ from rest_framework import serializers
 
 from crystallise.formats import normalize_papers
 from crystallise.jobs.models import JobStatus
-from crystallise.serializers import CostField, NumberField, StrictSerializer, UsageSerializer
+from crystallise.serializers import CostField, NumberField, ReadOnlySerializer, StrictSerializer, UsageSerializer
 from screening.models import ScreeningJob, ScreeningResult
 
 MAX_PAPERS = 100_000
@@ -166,10 +166,9 @@ class ProgressSerializer(serializers.Serializer):
 INLINE_RESULTS_LIMIT = 1000
 
 
-class ScreeningJobSerializer(serializers.Serializer):
-    """A job as clients see it. Fields are declared, not derived from the model:
-    it is built on every poll, and ModelSerializer's field introspection was
-    most of a poll's CPU."""
+class ScreeningJobSerializer(ReadOnlySerializer):
+    """A job as clients see it, built on every poll: fields are declared (not
+    introspected from the model) and used without per-instance copies."""
 
     id = serializers.UUIDField(read_only=True)
     status = serializers.ChoiceField(choices=[s.value for s in JobStatus], read_only=True)

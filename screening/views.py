@@ -9,9 +9,9 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from crystallise.api import LimitedJSONParser, jobs_response, paginated_schema, results_response
+from crystallise.api import LimitedJSONParser, get_owned_job, jobs_response, paginated_schema, results_response
 from crystallise.auth import request_openai_key
-from crystallise.errors import NotFoundError, PayloadTooLarge, ValidationError
+from crystallise.errors import PayloadTooLarge, ValidationError
 from crystallise.formats import parse_papers
 from crystallise.jobs.models import ACTIVE_STATUSES, JobStatus
 from crystallise.jobs.services import job_cancel
@@ -37,13 +37,7 @@ ERRORS = {400: ERROR, 401: ERROR, 404: ERROR, 405: ERROR, 409: ERROR, 413: ERROR
 
 
 def get_job(request, job_id) -> ScreeningJob:
-    """A job of the caller's key; other keys' jobs do not exist for them."""
-    # cluster_assignments holds one int per paper (600 KB at 100k papers): never
-    # loaded to answer a poll.
-    job = ScreeningJob.objects.defer("cluster_assignments").filter(pk=job_id, owner=request.user.fingerprint).first()
-    if job is None:
-        raise NotFoundError(f"No screening job {job_id}.")
-    return job
+    return get_owned_job(request, ScreeningJob, job_id, label="screening job")
 
 
 class JobListCreate(APIView):

@@ -41,6 +41,9 @@ class JobQuerySet(models.QuerySet):
 
 
 class BaseJob(models.Model):
+    # Columns that answering a poll never needs (see crystallise.api.get_owned_job).
+    POLL_DEFERRED: tuple[str, ...] = ()
+
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.PENDING, db_index=True)
     model = models.CharField(max_length=64)
