@@ -31,6 +31,7 @@ import sys
 import time
 from pathlib import Path
 
+import uvloop
 from common import ROOT, api_client, fake_provider, fresh_database_url, papers, setup_django, submit_job, write_results
 
 
@@ -51,10 +52,10 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
-def run_wrk(url: str, clients: int, seconds: float, interval: float) -> dict:
+def run_wrk(url: str, key: str, clients: int, seconds: float, interval: float) -> dict:
     script = Path(__file__).with_name("poll.lua")
     command = ["wrk", "-t", "2", "-c", str(clients), "-d", f"{seconds}s", "--timeout", "10s",
-               "-H", "X-API-Key: bench", "-s", str(script), url, "--", str(int(interval * 1000))]
+               "-H", f"X-API-Key: {key}", "-s", str(script), url, "--", str(int(interval * 1000))]
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     line = next(line for line in out.splitlines() if line.startswith("WRK "))
     figures = json.loads(line[4:])
@@ -67,8 +68,9 @@ def run_wrk(url: str, clients: int, seconds: float, interval: float) -> dict:
     }
 
 
-def run_aiohttp(url: str, clients: int, seconds: float, interval: float) -> dict:
-    latencies, errors, active = asyncio.run(load(url, clients, seconds, interval))
+def run_aiohttp(url: str, key: str, clients: int, seconds: float, interval: float) -> dict:
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        latencies, errors, active = runner.run(load(url, key, clients, seconds, interval))
     latencies.sort()
     pct = lambda p: round(1000 * latencies[min(len(latencies) - 1, int(p * len(latencies)))], 2)  # noqa: E731
     return {
@@ -84,7 +86,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def load(url: str, clients: int, seconds: float, interval: float) -> tuple[list[float], int, int]:
+async def load(url: str, key: str, clients: int, seconds: float, interval: float) -> tuple[list[float], int, int]:
     import aiohttp
 
     latencies: list[float] = []
@@ -99,7 +101,7 @@ async def load(url: str, clients: int, seconds: float, interval: float) -> tuple
         while time.perf_counter() < deadline:
             t0 = time.perf_counter()
             try:
-                async with session.get(url, headers={"X-API-Key": "bench"}) as response:
+                async with session.get(url, headers={"X-API-Key": key}) as response:
                     body = await response.json()
                     if response.status != 200:
                         errors += 1
@@ -134,7 +136,13 @@ def main() -> None:
         db_url = fresh_database_url("polling")
         env = dict(CRYSTALLISE_OPENAI_BASE_URL=base_url, CRYSTALLISE_OPENAI_API_KEY="sk-bench", CRYSTALLISE_LLM_CONCURRENCY=64)
         setup_django(db_url, **env)
-        job_id = submit_job(api_client(), papers(args.papers))
+        # An admin-created key, as a deployed service's clients have (dev mode is not a deployment).
+        from crystallise.models import ApiKey
+
+        _, secret = ApiKey.objects.create_key(name="bench")
+        client = api_client()
+        client.credentials(HTTP_X_API_KEY=secret)
+        job_id = submit_job(client, papers(args.papers))
         # Production settings for the served process: DEBUG off (no query log, no static autorefresh).
         child_env = {**os.environ, "DJANGO_DEBUG": "false", "DJANGO_SECRET_KEY": "bench-" + "x" * 50}
         worker = subprocess.Popen([sys.executable, "-c", "import django; django.setup(); "
@@ -151,13 +159,13 @@ def main() -> None:
                     break
                 except OSError:
                     time.sleep(0.1)
-            asyncio.run(load(url, 5, 1.0, 0))  # warm every gunicorn worker's imports and connections
+            asyncio.run(load(url, secret, 5, 1.0, 0))  # warm every gunicorn worker's imports and connections
             cpu_before = {"web": cpu_seconds(web.pid), "worker": cpu_seconds(worker.pid)}
             started = time.perf_counter()
             if loadgen == "wrk":
-                figures = run_wrk(url, args.clients, args.seconds, args.interval)
+                figures = run_wrk(url, secret, args.clients, args.seconds, args.interval)
             else:
-                figures = run_aiohttp(url, args.clients, args.seconds, args.interval)
+                figures = run_aiohttp(url, secret, args.clients, args.seconds, args.interval)
             elapsed = time.perf_counter() - started
             cpu = {name: cpu_seconds(proc.pid) - cpu_before[name] for name, proc in (("web", web), ("worker", worker))}
         finally:

@@ -8,8 +8,12 @@ mode at once, because the check runs per request.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import hmac
+import logging
+import threading
+import time
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -58,6 +62,59 @@ def dev_mode_active() -> bool:
     return not settings.CRYSTALLISE_API_KEYS and not ApiKey.objects.active().exists()
 
 
+class KeyUsage:
+    """`last_used_at` / `request_count` of admin keys, written at most every FLUSH_SECONDS per key and process.
+
+    Writing them on every request made each poll a write transaction (a commit
+    and its WAL flush). A key's first request in a process is written at once;
+    later ones are counted in memory and added with the next write, or when the
+    process exits. So the admin's figures lag by at most FLUSH_SECONDS per web
+    process, and a process killed with SIGKILL loses at most that window's count.
+    """
+
+    FLUSH_SECONDS = 10.0
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        # Per key (by id and hash, so a reused id is a different key):
+        # requests not yet written, when they were last written, the last request.
+        self._pending: dict[tuple, int] = {}
+        self._flushed_at: dict[tuple, float] = {}
+        self._last_seen: dict[tuple, object] = {}
+        atexit.register(self.flush_all)
+
+    def record(self, key: ApiKey) -> None:
+        ident, now, seen = (key.pk, key.key_hash), time.monotonic(), timezone.now()
+        with self._lock:
+            count = self._pending.get(ident, 0) + 1
+            if now - self._flushed_at.get(ident, -self.FLUSH_SECONDS) < self.FLUSH_SECONDS:
+                self._pending[ident], self._last_seen[ident] = count, seen
+                return
+            self._pending[ident] = 0
+            self._flushed_at[ident] = now
+        self._write(ident, count, seen)
+
+    def flush_all(self) -> None:
+        """Write every pending count now (called at process exit)."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+            seen = dict(self._last_seen)
+        for ident, count in pending.items():
+            if count:
+                try:
+                    self._write(ident, count, seen[ident])
+                except Exception:  # noqa: S110 - at exit the database may be gone (logging too): only the count is lost
+                    pass
+
+    @staticmethod
+    def _write(ident: tuple, count: int, seen) -> None:
+        key_id, key_hash = ident
+        ApiKey.objects.filter(pk=key_id, key_hash=key_hash).update(last_used_at=seen, request_count=F("request_count") + count)
+
+
+USAGE = KeyUsage()
+
+
 def _match_env_key(value: str) -> str | None:
     found = None
     # Compare against every key, constant-time, so timing says nothing about
@@ -88,9 +145,7 @@ def authenticate_key(value: str) -> Caller:
     row = KEY_OR_ANY_ACTIVE.first(digest=digest)
     key = row if row is not None and row.key_hash == digest else None
     if key is not None and key.is_active:
-        ApiKey.objects.filter(pk=key.pk).update(
-            last_used_at=timezone.now(), request_count=F("request_count") + 1
-        )
+        USAGE.record(key)
         return Caller(label=key.label, fingerprint=fingerprint(value), api_key_id=key.pk)
     if key is None and row is None and not settings.CRYSTALLISE_API_KEYS:
         return Caller(label="dev mode", fingerprint=fingerprint(value), dev_mode=True)
@@ -132,8 +187,6 @@ def request_openai_key(request) -> str | None:
 
 def warn_if_dev_mode() -> None:
     """Log a loud warning at process start when dev mode is on."""
-    import logging
-
     from django.db import DatabaseError
 
     try:

@@ -65,6 +65,25 @@ def test_admin_key_works_and_ends_dev_mode_at_once():
     assert key.request_count == 1 and key.last_used_at is not None
 
 
+def test_key_usage_is_written_at_most_every_few_seconds_and_at_exit(monkeypatch):
+    from crystallise.auth import USAGE
+
+    key, secret = ApiKey.objects.create_key(name="lab")
+    for _ in range(5):
+        assert client(secret).get(URL).status_code == 200
+    key.refresh_from_db()
+    # The first request is written at once; the next four wait for the next write.
+    assert key.request_count == 1
+    first_seen = key.last_used_at
+    USAGE.flush_all()  # what process exit does
+    key.refresh_from_db()
+    assert key.request_count == 5 and key.last_used_at > first_seen
+    monkeypatch.setattr(USAGE, "FLUSH_SECONDS", 0.0)
+    assert client(secret).get(URL).status_code == 200
+    key.refresh_from_db()
+    assert key.request_count == 6
+
+
 def test_admin_key_is_stored_only_as_hash():
     key, secret = ApiKey.objects.create_key(name="lab")
     row = ApiKey.objects.filter(pk=key.pk).values().get()

@@ -41,9 +41,9 @@ def database_url() -> str:
     return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
 
 
-def start_worker(job_id: str, fake, concurrency: int = 4) -> subprocess.Popen:
+def start_worker(job_id: str, fake, concurrency: int = 4, nice: int = 0) -> subprocess.Popen:
     env = {**os.environ, "DATABASE_URL": database_url(), "FAKE_BASE_URL": fake.base_url,
-           "SERVER_KEY": SERVER_OPENAI_KEY, "CONCURRENCY": str(concurrency)}
+           "SERVER_KEY": SERVER_OPENAI_KEY, "CONCURRENCY": str(concurrency), "WORKER_NICE": str(nice)}
     return subprocess.Popen([sys.executable, "-m", "tests.worker_process", job_id], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -220,3 +220,13 @@ def test_long_preparation_keeps_the_heartbeat_fresh(api, fake_openai, settings):
     job_id = api.post(URL, {"criteria": CRITERIA, "papers": papers(3)}, format="json").json()["id"]
     assert run_job(SlowPrepare(), job_id) == "completed"
     assert seen["advanced"]
+
+
+def test_worker_runs_jobs_at_the_configured_lower_cpu_priority(api, fake_openai):
+    """CRYSTALLISE_WORKER_NICE: a worker yields the CPU to the web process while it runs a job."""
+    job_id = api.post(URL, {"criteria": CRITERIA, "papers": papers(3)}, format="json").json()["id"]
+    start = os.nice(0)
+    worker = start_worker(job_id, fake_openai, nice=start + 7)
+    out, _ = worker.communicate(timeout=60)
+    assert "STATUS completed" in out and f"NICE {start + 7}" in out, out
+    assert os.nice(0) == start  # the web/test process itself is untouched

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 import uuid
@@ -125,6 +126,18 @@ def _job_key(job: BaseJob) -> tuple[bool, str | None]:
     return True, key
 
 
+def yield_cpu_to_web() -> int:
+    """Lower this process's CPU priority to CRYSTALLISE_WORKER_NICE (once; never raises it). Returns the niceness."""
+    current = os.nice(0)
+    wanted = settings.CRYSTALLISE_WORKER_NICE
+    if wanted > current:
+        try:
+            current = os.nice(wanted - current)
+        except OSError:  # not permitted here: run at the current priority
+            logger.warning("Could not lower the worker's CPU priority to nice %s.", wanted)
+    return current
+
+
 def run_job(kind: JobKind, job_id, *, concurrency: int | None = None) -> str | None:
     """Run (or resume) one job to a terminal state. Returns the final status, or None if not claimed."""
     model = kind.job_model
@@ -147,6 +160,7 @@ def run_job(kind: JobKind, job_id, *, concurrency: int | None = None) -> str | N
             "and a job never switches keys). Resubmit the job.",
         )
         return JobStatus.FAILED
+    yield_cpu_to_web()
     try:
         with _heartbeat(model, job_id, token):
             kind.prepare(job)

@@ -199,6 +199,15 @@ CRYSTALLISE_CALLBACK_SECRET = env.str("CRYSTALLISE_CALLBACK_SECRET", default="")
 CRYSTALLISE_CALLBACK_ALLOW_PRIVATE = env.bool("CRYSTALLISE_CALLBACK_ALLOW_PRIVATE", default=False)
 # Password given by `manage.py create_operator` (a random one is printed when unset).
 CRYSTALLISE_OPERATOR_PASSWORD = env.str("CRYSTALLISE_OPERATOR_PASSWORD", default="")
+# CPU niceness a worker process takes when it runs a job (0 = leave as is, up
+# to 19). Screening waits on the provider, so a job loses almost no speed when
+# it yields the CPU, while the web process sharing the machine keeps answering
+# polls at once. See docs/backend-guide.md#performance.
+CRYSTALLISE_WORKER_NICE = env.int("CRYSTALLISE_WORKER_NICE", default=10)
+if not 0 <= CRYSTALLISE_WORKER_NICE <= 19:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured("CRYSTALLISE_WORKER_NICE must be between 0 and 19.")
 # A running job whose heartbeat is older than this is considered orphaned.
 CRYSTALLISE_JOB_STALE_SECONDS = env.int("CRYSTALLISE_JOB_STALE_SECONDS", default=60)
 

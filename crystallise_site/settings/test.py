@@ -18,6 +18,8 @@ CRYSTALLISE_OPENAI_BASE_URL = None
 CRYSTALLISE_LLM_BACKEND = "openai"
 CRYSTALLISE_LLM_BACKOFF = 0.01
 CRYSTALLISE_LLM_TIMEOUT = 5.0
+# Jobs run inside the test process: leave its priority alone (worker processes set it).
+CRYSTALLISE_WORKER_NICE = 0
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
