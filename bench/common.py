@@ -119,7 +119,19 @@ def papers(n: int, seed: int = 1) -> list[dict]:
     return out
 
 
+def cpu_reference_ms() -> float:
+    """This machine's speed right now: best of 5 runs of a fixed pure-Python loop (ms).
+
+    CPU figures (ms per paper, ms per poll) scale with it; recorded with every
+    result so runs on different or busier machines can be compared.
+    """
+    import timeit
+
+    return round(1000 * min(timeit.repeat("sum(i * i for i in range(100_000))", number=1, repeat=5)), 2)
+
+
 def write_results(name: str, figures: dict) -> None:
+    figures = {**figures, "cpu_reference_ms": cpu_reference_ms()}
     width = max(len(k) for k in figures)
     print(f"\n{name}")
     for key, value in figures.items():
