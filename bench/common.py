@@ -34,8 +34,13 @@ CRITERIA = {
 
 
 @contextmanager
-def fake_provider(nice: int = 0, **flags):
-    """Start tests.fake_openai in its own process (at CPU niceness `nice`); yields its base URL."""
+def fake_provider(nice: int = 19, **flags):
+    """Start tests.fake_openai in its own process; yields its base URL.
+
+    The fake stands in for a provider on other machines: at the lowest CPU
+    priority (nice 19) it takes only CPU the service leaves idle, instead of
+    competing with it on the two cores it would never share in production.
+    """
     args = (["nice", "-n", str(nice)] if nice else []) + [sys.executable, "-m", "tests.fake_openai", "--port", "0"]
     for name, value in flags.items():
         if value is not None:
@@ -64,7 +69,8 @@ def fresh_database_url(name: str) -> str:
     if server and server.startswith("postgres"):
         base, _, _ = server.rpartition("/")
         db = f"crystallise_bench_{name}"
-        for sql in (f"DROP DATABASE IF EXISTS {db}", f"CREATE DATABASE {db}"):
+        # The CHECKPOINT flushes what dropping and creating wrote now, not during the measurement.
+        for sql in (f"DROP DATABASE IF EXISTS {db}", f"CREATE DATABASE {db}", "CHECKPOINT"):
             subprocess.run(["psql", f"{base}/postgres", "-qc", sql], check=True, capture_output=True)
         return f"{base}/{db}"
     return f"sqlite:///{tempfile.mkdtemp()}/bench.sqlite3"

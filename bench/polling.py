@@ -18,9 +18,10 @@ the hundreds of ms). Real pollers connect when they have a request to send.
 Besides latency it reports the CPU each process used during the load window:
 the web processes' CPU per poll is the figure that does not depend on what
 else the machine is doing. The fake provider stands in for a machine elsewhere:
-it runs at the lowest CPU priority (nice 19) so it takes the spare CPU, not the
-service's (--provider-nice 0 to compare). The load generator is not niced: it
-times the answers, and its own waits for CPU would count as latency.
+it runs at the lowest CPU priority (nice 19, as in every benchmark) so it takes
+the spare CPU, not the service's (--provider-nice 0 to compare). The load
+generator is not niced: it times the answers, and its own waits for CPU would
+count as latency.
 """
 
 from __future__ import annotations
