@@ -78,7 +78,8 @@ def fresh_database_url(name: str) -> str:
 
 def setup_django(database_url: str, **env) -> None:
     os.environ.update(
-        DATABASE_URL=database_url, DJANGO_SETTINGS_MODULE="crystallise_site.settings.base", DJANGO_DEBUG="true",
+        DATABASE_URL=database_url, DJANGO_SETTINGS_MODULE="crystallise_site.settings.base", DJANGO_DEBUG="false",
+        DJANGO_SECRET_KEY="bench-" + "x" * 50,
         DJANGO_ALLOWED_HOSTS="testserver,localhost,127.0.0.1", CRYSTALLISE_LOG_LEVEL="WARNING",
         **{k: str(v) for k, v in env.items()},
     )
