@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -17,14 +18,21 @@ env = environ.Env()
 # A local .env is a convenience for `make run`; the process environment wins.
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
+
+def env_int_between(name: str, default: int, low: int, high: int) -> int:
+    """An integer variable; the process refuses to start when it is outside [low, high]."""
+    value = env.int(name, default=default)
+    if not low <= value <= high:
+        raise ImproperlyConfigured(f"{name} must be between {low} and {high}.")
+    return value
+
+
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 # Production has no default secret: without DJANGO_SECRET_KEY only a debug
 # (local) process may start, with a key that changes every restart.
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
 if not SECRET_KEY:
     if not DEBUG:
-        from django.core.exceptions import ImproperlyConfigured
-
         raise ImproperlyConfigured(
             "DJANGO_SECRET_KEY is not set. Set it (see .env.example), or set "
             "DJANGO_DEBUG=true for a local run."
@@ -178,14 +186,8 @@ CRYSTALLISE_OPENAI_API_KEY = env.str("CRYSTALLISE_OPENAI_API_KEY", default="") o
 CRYSTALLISE_OPENAI_BASE_URL = env.str("CRYSTALLISE_OPENAI_BASE_URL", default="") or None
 CRYSTALLISE_LLM_BACKEND = env.str("CRYSTALLISE_LLM_BACKEND", default="openai")
 if CRYSTALLISE_LLM_BACKEND not in ("openai", "mock"):
-    from django.core.exceptions import ImproperlyConfigured
-
     raise ImproperlyConfigured("CRYSTALLISE_LLM_BACKEND must be 'openai' or 'mock'.")
-CRYSTALLISE_LLM_CONCURRENCY = env.int("CRYSTALLISE_LLM_CONCURRENCY", default=32)
-if not 1 <= CRYSTALLISE_LLM_CONCURRENCY <= 1024:
-    from django.core.exceptions import ImproperlyConfigured
-
-    raise ImproperlyConfigured("CRYSTALLISE_LLM_CONCURRENCY must be between 1 and 1024.")
+CRYSTALLISE_LLM_CONCURRENCY = env_int_between("CRYSTALLISE_LLM_CONCURRENCY", 32, 1, 1024)
 CRYSTALLISE_LLM_TIMEOUT = env.float("CRYSTALLISE_LLM_TIMEOUT", default=60.0)
 CRYSTALLISE_LLM_MAX_ATTEMPTS = env.int("CRYSTALLISE_LLM_MAX_ATTEMPTS", default=5)
 # Backoff base for transient LLM errors without a Retry-After (seconds).
@@ -203,11 +205,7 @@ CRYSTALLISE_OPERATOR_PASSWORD = env.str("CRYSTALLISE_OPERATOR_PASSWORD", default
 # to 19). Screening waits on the provider, so a job loses almost no speed when
 # it yields the CPU, while the web process sharing the machine keeps answering
 # polls at once. See docs/backend-guide.md#performance.
-CRYSTALLISE_WORKER_NICE = env.int("CRYSTALLISE_WORKER_NICE", default=10)
-if not 0 <= CRYSTALLISE_WORKER_NICE <= 19:
-    from django.core.exceptions import ImproperlyConfigured
-
-    raise ImproperlyConfigured("CRYSTALLISE_WORKER_NICE must be between 0 and 19.")
+CRYSTALLISE_WORKER_NICE = env_int_between("CRYSTALLISE_WORKER_NICE", 10, 0, 19)
 # A running job whose heartbeat is older than this is considered orphaned.
 CRYSTALLISE_JOB_STALE_SECONDS = env.int("CRYSTALLISE_JOB_STALE_SECONDS", default=60)
 
