@@ -6,7 +6,7 @@ from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from crystallise.formats import normalize_papers
+from crystallise.formats import MAX_ABSTRACT_CHARS, MAX_TITLE_CHARS, normalize_papers
 from crystallise.jobs.models import JobStatus
 from crystallise.serializers import CostField, ReadOnlySerializer, StrictSerializer, UsageSerializer
 from indexer.models import IndexJob, IndexResult
@@ -14,8 +14,6 @@ from indexer.prompts import FIELDS, Status
 
 MAX_SYNC_RECORDS = 100
 MAX_JOB_RECORDS = 100_000
-MAX_TITLE_CHARS = 2_000
-MAX_ABSTRACT_CHARS = 20_000
 
 
 class RecordInSerializer(serializers.Serializer):

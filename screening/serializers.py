@@ -6,7 +6,7 @@ from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from crystallise.formats import normalize_papers
+from crystallise.formats import MAX_ABSTRACT_CHARS, MAX_TITLE_CHARS, normalize_papers
 from crystallise.jobs.models import JobStatus
 from crystallise.serializers import CostField, NumberField, ReadOnlySerializer, StrictSerializer, UsageSerializer
 from screening.models import ScreeningJob, ScreeningResult
@@ -14,8 +14,6 @@ from screening.models import ScreeningJob, ScreeningResult
 MAX_PAPERS = 100_000
 MAX_CRITERIA = 50
 MAX_CRITERION_CHARS = 1_000
-MAX_TITLE_CHARS = 2_000
-MAX_ABSTRACT_CHARS = 20_000
 
 
 class PaperInSerializer(serializers.Serializer):

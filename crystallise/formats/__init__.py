@@ -17,6 +17,8 @@ from crystallise.errors import PayloadTooLarge
 from . import csvfile, jsonl, medline, ris
 from .common import (
     DEFAULT_FIELD,
+    MAX_ABSTRACT_CHARS,
+    MAX_TITLE_CHARS,
     PAPER_FIELDS,
     invalid,
     normalize_papers,
@@ -25,6 +27,8 @@ from .common import (
 
 __all__ = [
     "FORMATS",
+    "MAX_ABSTRACT_CHARS",
+    "MAX_TITLE_CHARS",
     "PAPER_FIELDS",
     "decode_text",
     "detect_format",

@@ -16,6 +16,9 @@ from crystallise.errors import ValidationError
 
 PAPER_FIELDS = ("id", "title", "abstract", "keywords", "year", "doi")
 MAX_ID_LENGTH = 255
+# Longest title and abstract accepted in a JSON body (screening papers, indexer records).
+MAX_TITLE_CHARS = 2_000
+MAX_ABSTRACT_CHARS = 20_000
 MAX_DUPLICATES_LISTED = 10
 DEFAULT_FIELD = "papers_file"
 
