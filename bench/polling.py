@@ -57,7 +57,7 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
-def run_aiohttp(url: str, key: str, clients: int, seconds: float, interval: float) -> dict:
+def run_clients(url: str, key: str, clients: int, seconds: float, interval: float) -> dict:
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         latencies, errors, active = runner.run(load(url, key, clients, seconds, interval))
     latencies.sort()
@@ -188,7 +188,7 @@ def main() -> None:
                 time.sleep(0.1)
             cpu_before = {"web": cpu_seconds(web.pid), "worker": cpu_seconds(worker.pid), "loadgen": time.process_time()}
             started = time.perf_counter()
-            figures = run_aiohttp(url, secret, args.clients, args.seconds, args.interval)
+            figures = run_clients(url, secret, args.clients, args.seconds, args.interval)
             elapsed = time.perf_counter() - started
             cpu = {name: cpu_seconds(proc.pid) - cpu_before[name] for name, proc in (("web", web), ("worker", worker))}
             cpu["loadgen"] = time.process_time() - cpu_before["loadgen"]

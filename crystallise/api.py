@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 
@@ -134,20 +135,19 @@ class Cursor(CursorPagination):
     ordering = "-created_at"
 
 
-_OWNED_JOB_QUERIES: dict[type, PreparedQuery] = {}
+@functools.cache
+def _owned_job_query(model) -> PreparedQuery:
+    # Columns a poll never reads (a screening job's per-paper cluster
+    # assignments: 600 KB at 100k papers) are not loaded.
+    return PreparedQuery(
+        lambda pk, owner: model.objects.defer(*model.POLL_DEFERRED).filter(pk=pk, owner=owner),
+        pk=model._meta.pk, owner=model._meta.get_field("owner"),
+    )
 
 
 def get_owned_job(request, model, job_id, *, label: str):
     """A job of the caller's key (one prepared query); other keys' jobs do not exist for them."""
-    query = _OWNED_JOB_QUERIES.get(model)
-    if query is None:
-        query = _OWNED_JOB_QUERIES.setdefault(model, PreparedQuery(
-            # Columns a poll never reads (a screening job's per-paper cluster
-            # assignments: 600 KB at 100k papers) are not loaded.
-            lambda pk, owner: model.objects.defer(*model.POLL_DEFERRED).filter(pk=pk, owner=owner),
-            pk=model._meta.pk, owner=model._meta.get_field("owner"),
-        ))
-    job = query.first(pk=job_id, owner=request.user.fingerprint)
+    job = _owned_job_query(model).first(pk=job_id, owner=request.user.fingerprint)
     if job is None:
         raise NotFoundError(f"No {label} {job_id}.")
     return job
