@@ -77,6 +77,8 @@ def fresh_database_url(name: str) -> str:
 
 
 def setup_django(database_url: str, **env) -> None:
+    """Configure and migrate Django in this process through os.environ (so child processes inherit it),
+    with production settings: DEBUG off."""
     os.environ.update(
         DATABASE_URL=database_url, DJANGO_SETTINGS_MODULE="crystallise_site.settings.base", DJANGO_DEBUG="false",
         DJANGO_SECRET_KEY="bench-" + "x" * 50,
@@ -89,6 +91,22 @@ def setup_django(database_url: str, **env) -> None:
     django.setup()
     call_command("migrate", verbosity=0)
     call_command("createcachetable", verbosity=0)
+
+
+def setup_service(name: str, base_url: str, **env) -> None:
+    """Django on a fresh database for benchmark `name`, calling the fake provider at `base_url`."""
+    setup_django(fresh_database_url(name), CRYSTALLISE_OPENAI_BASE_URL=base_url, CRYSTALLISE_OPENAI_API_KEY="sk-bench", **env)
+
+
+def run_job(client, papers_list: list[dict]) -> tuple[dict, float]:
+    """Submit a screening job and run it to the end in this process: (final job body, wall seconds)."""
+    from screening.services import job_run
+
+    job_id = submit_job(client, papers_list)
+    started = time.perf_counter()
+    job_run(job_id=job_id)
+    wall = time.perf_counter() - started
+    return client.get(f"/v1/screening/jobs/{job_id}").json(), wall
 
 
 def _pool() -> tuple[list[str], list[str]]:

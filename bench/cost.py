@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from decimal import Decimal
 
-from common import api_client, fake_provider, fake_stats, fresh_database_url, papers, setup_django, submit_job, write_results
+from common import api_client, fake_provider, fake_stats, papers, run_job, setup_service, write_results
 
 
 def main() -> None:
@@ -20,15 +20,11 @@ def main() -> None:
     parser.add_argument("--reasoning-tokens", type=int, default=0, help="reasoning tokens the fake adds per answer")
     args = parser.parse_args()
     with fake_provider(latency=0, reasoning_tokens=args.reasoning_tokens) as base_url:
-        setup_django(fresh_database_url("cost"), CRYSTALLISE_OPENAI_BASE_URL=base_url, CRYSTALLISE_OPENAI_API_KEY="sk-bench")
+        setup_service("cost", base_url)
         from crystallise.config import DEFAULT_PRICING_PER_1M
         from crystallise.tokens import Usage, cost_usd
-        from screening.services import job_run
 
-        client = api_client()
-        job_id = submit_job(client, papers(args.papers))
-        job_run(job_id=job_id)
-        body = client.get(f"/v1/screening/jobs/{job_id}").json()
+        body, _ = run_job(api_client(), papers(args.papers))
         stats = fake_stats(base_url)
     counted = Usage(input_tokens=stats["prompt_tokens"], cached_input_tokens=stats["cached_tokens"],
                     output_tokens=stats["completion_tokens"], reasoning_tokens=stats["reasoning_tokens"])

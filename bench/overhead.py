@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from common import api_client, fake_provider, fresh_database_url, papers, setup_django, submit_job, write_results
+from common import api_client, fake_provider, papers, setup_service, submit_job, write_results
 
 
 def main() -> None:
@@ -20,8 +20,7 @@ def main() -> None:
     parser.add_argument("--profile", help="write a pyinstrument text profile here")
     args = parser.parse_args()
     with fake_provider(latency=0) as base_url:
-        setup_django(fresh_database_url("overhead"), CRYSTALLISE_OPENAI_BASE_URL=base_url,
-                     CRYSTALLISE_OPENAI_API_KEY="sk-bench", CRYSTALLISE_LLM_CONCURRENCY=args.concurrency)
+        setup_service("overhead", base_url, CRYSTALLISE_LLM_CONCURRENCY=args.concurrency)
         from django.db import connection
 
         from screening.services import job_run

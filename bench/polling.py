@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 import uvloop
-from common import ROOT, api_client, fake_provider, fresh_database_url, papers, setup_django, submit_job, write_results
+from common import ROOT, api_client, fake_provider, papers, setup_service, submit_job, write_results
 
 
 def cpu_seconds(pid: int) -> float:
@@ -149,9 +149,7 @@ def main() -> None:
     parser.add_argument("--provider-nice", type=int, default=19, help="CPU niceness of the fake provider")
     args = parser.parse_args()
     with fake_provider(latency=args.latency, nice=args.provider_nice) as base_url:
-        db_url = fresh_database_url("polling")
-        env = dict(CRYSTALLISE_OPENAI_BASE_URL=base_url, CRYSTALLISE_OPENAI_API_KEY="sk-bench", CRYSTALLISE_LLM_CONCURRENCY=64)
-        setup_django(db_url, **env)
+        setup_service("polling", base_url, CRYSTALLISE_LLM_CONCURRENCY=64)
         # An admin-created key, as a deployed service's clients have (dev mode is not a deployment).
         from crystallise.models import ApiKey
 
@@ -159,14 +157,13 @@ def main() -> None:
         client = api_client()
         client.credentials(HTTP_X_API_KEY=secret)
         job_id = submit_job(client, papers(args.papers))
-        # Production settings for the served process: DEBUG off (no query log, no static autorefresh).
-        child_env = {**os.environ, "DJANGO_DEBUG": "false", "DJANGO_SECRET_KEY": "bench-" + "x" * 50}
+        # Worker and web inherit setup_service's environment (production settings: DEBUG off).
         worker = subprocess.Popen([sys.executable, "-c", "import django; django.setup(); "
                                    f"from screening.services import job_run; job_run(job_id='{job_id}')"],
-                                  cwd=ROOT, env=child_env)
+                                  cwd=ROOT)
         port = free_port()
         web = subprocess.Popen([sys.executable, "-m", "gunicorn", "crystallise_site.wsgi", "--bind", f"127.0.0.1:{port}",
-                                "--workers", str(args.web_workers), "--threads", str(args.threads), "--log-level", "warning"], cwd=ROOT, env=child_env)
+                                "--workers", str(args.web_workers), "--threads", str(args.threads), "--log-level", "warning"], cwd=ROOT)
         try:
             url = f"http://127.0.0.1:{port}/v1/screening/jobs/{job_id}"
             for _ in range(100):

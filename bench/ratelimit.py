@@ -8,9 +8,8 @@ instead of hammering and backing off. Target: throughput ≥ 0.9 × R, 0 failed 
 from __future__ import annotations
 
 import argparse
-import time
 
-from common import api_client, fake_provider, fake_stats, fresh_database_url, papers, setup_django, submit_job, write_results
+from common import api_client, fake_provider, fake_stats, papers, run_job, setup_service, write_results
 
 
 def main() -> None:
@@ -21,16 +20,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     args = parser.parse_args()
     with fake_provider(latency=args.latency, rpm=args.rpm) as base_url:
-        setup_django(fresh_database_url("ratelimit"), CRYSTALLISE_OPENAI_BASE_URL=base_url,
-                     CRYSTALLISE_OPENAI_API_KEY="sk-bench", CRYSTALLISE_LLM_CONCURRENCY=args.concurrency)
-        from screening.services import job_run
-
-        client = api_client()
-        job_id = submit_job(client, papers(args.papers))
-        t0 = time.perf_counter()
-        job_run(job_id=job_id)
-        wall = time.perf_counter() - t0
-        body = client.get(f"/v1/screening/jobs/{job_id}").json()
+        setup_service("ratelimit", base_url, CRYSTALLISE_LLM_CONCURRENCY=args.concurrency)
+        body, wall = run_job(api_client(), papers(args.papers))
         stats = fake_stats(base_url)
     per_minute = args.papers / wall * 60
     write_results("ratelimit", {

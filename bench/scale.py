@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 
-from common import ROOT, fake_provider, fresh_database_url, papers, setup_django, write_results
+from common import ROOT, fake_provider, papers, setup_service, write_results
 
 # Peak RSS from /proc (VmHWM): ru_maxrss would include the parent's peak, which
 # Linux carries across fork+exec.
@@ -78,8 +78,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     args = parser.parse_args()
     with fake_provider(latency=0) as base_url:
-        setup_django(fresh_database_url("scale"), CRYSTALLISE_OPENAI_BASE_URL=base_url, CRYSTALLISE_OPENAI_API_KEY="sk-bench",
-                     CRYSTALLISE_LLM_CONCURRENCY=args.concurrency)
+        setup_service("scale", base_url, CRYSTALLISE_LLM_CONCURRENCY=args.concurrency)
         from django.db import connection
 
         t0 = time.perf_counter()

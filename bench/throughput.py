@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import argparse
 import math
-import time
 
-from common import api_client, fake_provider, fresh_database_url, papers, setup_django, submit_job, write_results
+from common import api_client, fake_provider, papers, run_job, setup_service, write_results
 
 
 def main() -> None:
@@ -21,18 +20,10 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     args = parser.parse_args()
     with fake_provider(latency=args.latency) as base_url:
-        setup_django(fresh_database_url("throughput"), CRYSTALLISE_OPENAI_BASE_URL=base_url,
-                     CRYSTALLISE_OPENAI_API_KEY="sk-bench", CRYSTALLISE_LLM_CONCURRENCY=args.concurrency)
+        setup_service("throughput", base_url, CRYSTALLISE_LLM_CONCURRENCY=args.concurrency)
         from django.db import connection
 
-        from screening.services import job_run
-
-        client = api_client()
-        job_id = submit_job(client, papers(args.papers))
-        t0 = time.perf_counter()
-        job_run(job_id=job_id)
-        wall = time.perf_counter() - t0
-        body = client.get(f"/v1/screening/jobs/{job_id}").json()
+        body, wall = run_job(api_client(), papers(args.papers))
     ideal = math.ceil(args.papers / args.concurrency) * args.latency
     write_results("throughput", {
         "papers": args.papers, "latency_s": args.latency, "concurrency": args.concurrency,
