@@ -7,12 +7,18 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from crystallise.api import LimitedJSONParser, get_owned_job, jobs_response, paginated_schema, results_response
+from crystallise.api import (
+    LimitedJSONParser,
+    delete_job_response,
+    get_owned_job,
+    jobs_response,
+    paginated_schema,
+    results_response,
+)
 from crystallise.auth import request_openai_key
 from crystallise.errors import ValidationError
 from crystallise.formats import parse_papers
 from crystallise.jobs.models import ACTIVE_STATUSES, JobStatus
-from crystallise.jobs.services import job_cancel
 from indexer import exports
 from indexer.models import IndexJob, IndexResult
 from indexer.prompts import Status
@@ -105,13 +111,8 @@ class JobDetail(APIView):
 
     @extend_schema(operation_id="indexer_jobs_destroy", responses={200: IndexJobSerializer, 204: None, **ERRORS})
     def delete(self, request, job_id):
-        job = get_job(request, job_id)
-        if job.status in ACTIVE_STATUSES:
-            job = job_cancel(job=job)
-            if job.status == JobStatus.CANCELLED:
-                return Response(IndexJobSerializer(job, context={"request": request}).data)
-        job_delete(job=job)
-        return Response(status=status.HTTP_204_NO_CONTENT)
+        return delete_job_response(request, get_job(request, job_id), serializer_class=IndexJobSerializer,
+                                   delete=job_delete)
 
 
 class JobResults(APIView):

@@ -9,12 +9,18 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from crystallise.api import LimitedJSONParser, get_owned_job, jobs_response, paginated_schema, results_response
+from crystallise.api import (
+    LimitedJSONParser,
+    delete_job_response,
+    get_owned_job,
+    jobs_response,
+    paginated_schema,
+    results_response,
+)
 from crystallise.auth import request_openai_key
 from crystallise.errors import PayloadTooLarge, ValidationError
 from crystallise.formats import parse_papers
 from crystallise.jobs.models import ACTIVE_STATUSES, JobStatus
-from crystallise.jobs.services import job_cancel
 from screening import exports
 from screening.models import ScreeningJob, ScreeningResult
 from screening.serializers import (
@@ -118,14 +124,8 @@ class JobDetail(APIView):
 
     @extend_schema(operation_id="screening_jobs_destroy", responses={200: ScreeningJobSerializer, 204: None, **ERRORS})
     def delete(self, request, job_id):
-        job = get_job(request, job_id)
-        if job.status in ACTIVE_STATUSES:
-            job = job_cancel(job=job)
-            if job.status == JobStatus.CANCELLED:
-                callback_enqueue(job_id=job.pk)
-                return Response(ScreeningJobSerializer(job, context={"request": request}).data)
-        job_delete(job=job)
-        return Response(status=status.HTTP_204_NO_CONTENT)
+        return delete_job_response(request, get_job(request, job_id), serializer_class=ScreeningJobSerializer,
+                                   delete=job_delete, on_cancelled=lambda job: callback_enqueue(job_id=job.pk))
 
 
 class JobResults(APIView):
