@@ -126,16 +126,15 @@ def _job_key(job: BaseJob) -> tuple[bool, str | None]:
     return True, key
 
 
-def yield_cpu_to_web() -> int:
-    """Lower this process's CPU priority to CRYSTALLISE_WORKER_NICE (once; never raises it). Returns the niceness."""
+def yield_cpu_to_web() -> None:
+    """Lower this process's CPU priority to CRYSTALLISE_WORKER_NICE (a no-op once there; never raises it)."""
     current = os.nice(0)
     wanted = settings.CRYSTALLISE_WORKER_NICE
     if wanted > current:
         try:
-            current = os.nice(wanted - current)
+            os.nice(wanted - current)
         except OSError:  # not permitted here: run at the current priority
             logger.warning("Could not lower the worker's CPU priority to nice %s.", wanted)
-    return current
 
 
 def run_job(kind: JobKind, job_id, *, concurrency: int | None = None) -> str | None:
