@@ -407,7 +407,8 @@ class FakeOpenAI:
         except ValueError:
             body = None
         entry = {"path": request.url.path, "key": key, "status": None, "fault": None,
-                 "request_id": headers["x-request-id"], "body": body}
+                 "request_id": headers["x-request-id"], "body": body,
+                 "content_type": request.headers.get("content-type")}
         with self._lock:
             stats = self._stats  # this request's counters stay on one dict across a reset()
             self._log.append(entry)

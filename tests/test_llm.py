@@ -12,7 +12,7 @@ from crystallise.errors import LLMError
 from crystallise.keyvault import SOURCE_REQUEST, SOURCE_SERVER, MissingOpenAIKey, decrypt, encrypt, resolve_openai_key
 from crystallise.llm import RetryPolicy, make_client
 from crystallise.llm.base import CallOptions
-from crystallise.llm.openai_client import classify
+from crystallise.llm.openai_client import classify, response_format
 from crystallise.llm.pacing import parse_duration
 from screening import prompts
 
@@ -53,6 +53,33 @@ def test_structured_output_is_parsed_with_usage(fake_openai):
     assert sent["response_format"]["type"] == "json_schema"
     assert sent["reasoning_effort"] == "minimal"
     assert sent["messages"][0]["role"] == "system"
+
+
+def test_request_body_is_the_whole_chat_completions_request(fake_openai):
+    """The body is serialised from a cached head plus the messages: the provider gets every field, exactly."""
+    schema = prompts.decision_schema(("I1", "E1"))
+    messages = [MESSAGES[0], {"role": "user", "content": "Étude randomisée — 5 mg vs placebo, α = 0.05"}]
+
+    async def go(model):
+        client = make_client(api_key="sk-test", backend="openai", concurrency=2, retry=RetryPolicy(max_attempts=1))
+        try:
+            opts = CallOptions(model=model, schema=schema, max_output_tokens=300, cache_key="job-1")
+            await client.complete(messages, opts)
+        finally:
+            await client.aclose()
+
+    asyncio.run(go("gpt-5-nano"))
+    asyncio.run(go("gpt-4.1-nano"))
+    reasoning, plain = fake_openai.requests[-2], fake_openai.requests[-1]
+    expected = {
+        "model": "gpt-5-nano", "messages": messages, "response_format": response_format(schema),
+        "max_completion_tokens": 300, "reasoning_effort": "minimal", "prompt_cache_key": "job-1",
+    }
+    assert reasoning["body"] == expected
+    assert reasoning["content_type"] == "application/json"
+    # A model without reasoning is not sent reasoning_effort.
+    del expected["reasoning_effort"]
+    assert plain["body"] == {**expected, "model": "gpt-4.1-nano"}
 
 
 def test_base_url_and_key_reach_the_provider(fake_openai):
