@@ -7,7 +7,7 @@ import io
 import logging
 
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.db import connection
 from django.http import Http404, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -63,6 +63,13 @@ def exception_handler(exc, context):
         return Response(
             error_body(Category.VALIDATION, "The request body is larger than the service accepts."),
             status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
+    if isinstance(exc, (TooManyFieldsSent, TooManyFilesSent)):
+        what = "form fields" if isinstance(exc, TooManyFieldsSent) else "files"
+        limit = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS if what == "form fields" else settings.DATA_UPLOAD_MAX_NUMBER_FILES
+        return Response(
+            error_body(Category.VALIDATION, f"The upload has too many {what}: at most {limit} are accepted."),
+            status=status.HTTP_400_BAD_REQUEST,
         )
     if isinstance(exc, drf_exceptions.APIException):
         set_rollback()

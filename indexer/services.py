@@ -84,7 +84,7 @@ async def record_index(client, options: CallOptions, *, title: str, abstract: st
     """Precheck, then one LLM call for an indexable record. Raises LLMError only for `auth`."""
     status, error, cleaned = prompts.precheck(abstract)
     if status != Status.OK:
-        return Indexed(status, error)
+        return Indexed(status, error, backend=client.backend)  # no call made; the backend that would have answered
     try:
         answer = await client.complete(prompts.messages_for(title, cleaned), options)
     except LLMError as exc:

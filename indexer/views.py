@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import status
@@ -17,7 +18,7 @@ from crystallise.api import (
 )
 from crystallise.auth import request_openai_key
 from crystallise.errors import ValidationError
-from crystallise.formats import parse_papers
+from crystallise.formats import parse_upload
 from crystallise.jobs.models import ACTIVE_STATUSES, JobStatus
 from indexer import exports
 from indexer.models import IndexJob, IndexResult
@@ -88,8 +89,8 @@ class JobListCreate(APIView):
         data = serializer.validated_data
         upload = data.get("records_file")
         if upload is not None:
-            papers = parse_papers(upload.read(), filename=upload.name, content_type=upload.content_type,
-                                  max_records=MAX_JOB_RECORDS, field="records_file")
+            papers = parse_upload(upload, max_records=MAX_JOB_RECORDS, max_bytes=settings.CRYSTALLISE_MAX_UPLOAD_BYTES,
+                                  field="records_file")
             records = [{"id": p["id"], "title": p.get("title") or "", "abstract": p.get("abstract")} for p in papers]
         else:
             records = data["records"]

@@ -18,8 +18,8 @@ from crystallise.api import (
     results_response,
 )
 from crystallise.auth import request_openai_key
-from crystallise.errors import PayloadTooLarge, ValidationError
-from crystallise.formats import parse_papers
+from crystallise.errors import ValidationError
+from crystallise.formats import parse_upload
 from crystallise.jobs.models import ACTIVE_STATUSES, JobStatus
 from screening import exports
 from screening.models import ScreeningJob, ScreeningResult
@@ -91,10 +91,7 @@ class JobListCreate(APIView):
         payload = dict(serializer.validated_data)
         upload = payload.pop("papers_file", None)
         if upload is not None:
-            if upload.size > settings.CRYSTALLISE_MAX_UPLOAD_BYTES:
-                raise PayloadTooLarge("papers_file is larger than 256 MiB.", errors={"papers_file": ["File too large."]})
-            papers = parse_papers(upload.read(), filename=upload.name, content_type=upload.content_type,
-                                  max_records=MAX_PAPERS, max_bytes=settings.CRYSTALLISE_MAX_UPLOAD_BYTES,
+            papers = parse_upload(upload, max_records=MAX_PAPERS, max_bytes=settings.CRYSTALLISE_MAX_UPLOAD_BYTES,
                                   field="papers_file")
         else:
             papers = payload.pop("papers")

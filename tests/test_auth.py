@@ -126,3 +126,20 @@ def test_check_deploy_flags_dev_mode(settings):
 def test_schema_and_swagger_are_public():
     assert client().get("/v1/schema/").status_code == 200
     assert client().get("/v1/docs/").status_code == 200
+
+
+def test_env_key_list_ignores_spaces_and_empty_items():
+    """`CRYSTALLISE_API_KEYS="k1, k2,"` means keys k1 and k2 (the header is stripped, so " k2" could never match)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "crystallise_site.settings.base", "DJANGO_DEBUG": "true",
+           "CRYSTALLISE_API_KEYS": "key-one, key-two ,", "DJANGO_ALLOWED_HOSTS": "a.example, b.example"}
+    code = ("import json, django; django.setup(); from django.conf import settings; "
+            "print(json.dumps([settings.CRYSTALLISE_API_KEYS, settings.ALLOWED_HOSTS]))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    keys, hosts = json.loads(out.stdout.strip().splitlines()[-1])
+    assert keys == ["key-one", "key-two"]
+    assert hosts == ["a.example", "b.example"]

@@ -160,6 +160,9 @@ def test_job_end_to_end(api, anon, fake_openai, run_queue):
     assert set(page["results"][0]["fields"]) == {"population", "study_design"}
     errors = api.get(f"{JOBS}/{job['id']}/results", {"indexing_status": "malformed"}).json()["results"]
     assert {r["id"] for r in errors} == {"html", "binary"}
+    # Every result names the backend, the pre-checked ones (no call made) included.
+    every = api.get(f"{JOBS}/{job['id']}/results", {"page_size": 100}).json()["results"]
+    assert {r["llm_backend"] for r in every} == {"openai"}
 
     csv_response = api.get(f"{JOBS}/{job['id']}/results", {"format": "csv"})
     rows = list(csv.DictReader(io.StringIO(b"".join(csv_response.streaming_content).decode())))

@@ -80,11 +80,28 @@ def test_json_body_over_a_lowered_limit_is_413(api, unchanged, settings):
     assert_rejected(response, 413)
 
 
-def test_upload_over_the_limit_is_413(api, unchanged, settings):
+@pytest.mark.parametrize(("path", "field", "extra"), [
+    (URL, "papers_file", {"criteria": json.dumps(CRITERIA)}),
+    ("/v1/indexer/jobs", "records_file", {}),
+])
+def test_upload_over_the_limit_is_413(api, unchanged, settings, path, field, extra):
+    settings.CRYSTALLISE_LLM_BACKEND = "mock"
     settings.CRYSTALLISE_MAX_UPLOAD_BYTES = 100
     upload = SimpleUploadedFile("papers.ris", RIS_OK.encode() * 5, content_type="application/x-research-info-systems")
-    response = api.post(URL, {"criteria": json.dumps(CRITERIA), "papers_file": upload}, format="multipart")
-    assert_rejected(response, 413)
+    body = assert_rejected(api.post(path, {**extra, field: upload}, format="multipart"), 413)
+    assert body["errors"] == {field: ["File too large."]}
+
+
+@pytest.mark.parametrize("path", ["/v1/screening/jobs", "/v1/indexer/jobs"])
+@pytest.mark.parametrize("what", ["fields", "files"])
+def test_too_many_form_fields_or_files_is_a_validation_error(api, unchanged, settings, path, what):
+    settings.CRYSTALLISE_LLM_BACKEND = "mock"
+    if what == "fields":
+        data = {f"f{i}": "x" for i in range(settings.DATA_UPLOAD_MAX_NUMBER_FIELDS + 1)}
+    else:
+        data = {f"f{i}": SimpleUploadedFile(f"{i}.ris", RIS_OK.encode()) for i in range(settings.DATA_UPLOAD_MAX_NUMBER_FILES + 1)}
+    body = assert_rejected(api.post(path, data, format="multipart"))
+    assert f"too many {'form fields' if what == 'fields' else 'files'}" in body["detail"]
 
 
 def test_more_than_100000_papers_is_rejected(api, unchanged, settings):

@@ -131,6 +131,24 @@ def test_recovery_schedule_requeues_stale_jobs(api, fake_openai, run_queue):
     assert_complete_once(job_id, 3)
 
 
+def test_recovery_schedule_enqueues_a_pending_job_that_was_never_enqueued(api, fake_openai, run_queue):
+    """The web process died between saving the job and handing it to the queue: it must not stay pending."""
+    from crystallise.auth import Caller, fingerprint
+    from crystallise.tasks import recover_jobs
+    from screening.services import job_create
+
+    caller = Caller(label="test", fingerprint=fingerprint("test-key"))
+    job, _ = job_create(caller=caller, payload={"criteria": CRITERIA}, papers=papers(3),
+                        request_openai_key=None, enqueue=False)
+    assert job.heartbeat_at is None
+    assert recover_jobs()["ScreeningJob"]["requeued"] == 0  # just created: not orphaned yet
+    ScreeningJob.objects.filter(pk=job.pk).update(created_at=timezone.now() - timedelta(minutes=11))
+    assert recover_jobs()["ScreeningJob"]["requeued"] == 1
+    assert recover_jobs()["ScreeningJob"]["requeued"] == 0  # enqueued now: not again before 10 minutes
+    run_queue()
+    assert_complete_once(str(job.pk), 3)
+
+
 def test_duplicate_delivery_gives_one_result_per_paper(api, fake_openai):
     fake_openai.config.latency = 0.05
     n = 40

@@ -243,3 +243,14 @@ def parse_papers(
             field=field,
         )
     )
+
+
+def parse_upload(upload, *, max_records: int, max_bytes: int, field: str) -> list[dict]:
+    """All papers of an uploaded file (a Django `UploadedFile`), size checked before it is read."""
+    if upload.size > max_bytes:
+        mib = max_bytes / (1024 * 1024)
+        raise PayloadTooLarge(
+            f"{field} is larger than the upload limit ({mib:g} MiB).", errors={field: ["File too large."]}
+        )
+    return parse_papers(upload.read(), filename=upload.name, content_type=upload.content_type,
+                        max_records=max_records, max_bytes=max_bytes, field=field)

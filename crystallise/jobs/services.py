@@ -6,6 +6,7 @@ import logging
 from datetime import timedelta
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from crystallise.errors import Category
@@ -69,7 +70,11 @@ def jobs_recover(*, model: type[BaseJob], task: str) -> dict[str, int]:
     for job in model.objects.stale():
         job_enqueue_now(job=job, task=task)
         counts["resumed"] += 1
-    for job in model.objects.filter(status=JobStatus.PENDING, heartbeat_at__lt=now - REENQUEUE_AFTER):
+    # A pending job's heartbeat is its last enqueue time; a job never enqueued (the web process died
+    # between saving and enqueueing it, or a CLI run stopped before starting it) has none.
+    cutoff = now - REENQUEUE_AFTER
+    waiting = Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, created_at__lt=cutoff)
+    for job in model.objects.filter(waiting, status=JobStatus.PENDING):
         job_enqueue_now(job=job, task=task)
         counts["requeued"] += 1
     return counts
