@@ -59,8 +59,9 @@ def validate_model(model: str | None, *, requires: tuple[str, ...] = (STRUCTURED
     name = model or DEFAULT_MODEL
     caps = model_capabilities.get(name) if isinstance(name, str) else None
     if caps is None:
+        usable = sorted(m for m, c in model_capabilities.items() if all(c.supports(f) for f in requires))
         raise ValidationError(
-            f"Model {name!r} is not supported. Supported models: {', '.join(sorted(model_capabilities))}.",
+            f"Model {name!r} is not supported. Supported models: {', '.join(usable)}.",
             errors={"model": [f"Unknown model {name!r}."]},
         )
     missing = [feature for feature in requires if not caps.supports(feature)]

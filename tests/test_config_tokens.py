@@ -21,6 +21,8 @@ def test_unknown_model_is_a_validation_error():
     with pytest.raises(ValidationError) as info:
         validate_model("gpt-9-ultra")
     assert info.value.category == "validation" and "model" in info.value.errors
+    # The models offered instead are the ones the endpoint can use (no structured outputs → not offered).
+    assert "gpt-5-nano" in info.value.detail and "gpt-3.5-turbo" not in info.value.detail
 
 
 def test_model_lacking_a_required_feature_is_refused():
