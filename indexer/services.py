@@ -9,6 +9,7 @@ fail the same way.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections import Counter
 from dataclasses import dataclass
 from decimal import Decimal
@@ -316,3 +317,45 @@ def recount(job: IndexJob) -> int:
     IndexJob.objects.filter(pk=job.pk).update(processed=counts["processed"], ok=counts["ok"],
                                               errored=counts["processed"] - counts["ok"])
     return counts["processed"]
+
+
+def _content_key(record_id: str, title: str, abstract: str | None) -> tuple[str, str]:
+    text = f"{title}\x00{'' if abstract is None else abstract}\x00{abstract is None}"
+    return record_id, hashlib.sha256(text.encode()).hexdigest()
+
+
+def carry_over(job: IndexJob, *, owner: str) -> int:
+    """Give `job`'s records the results they already have in earlier jobs of `owner` (the CLI's rerun of a changed file).
+
+    A record matches an earlier one with the same id, title and abstract, in a job with the same
+    model, backend and fields; the newest such result wins. `llm_error` results are not carried
+    (those records are retried). Carried results keep their status and fields with zero tokens:
+    they were billed to the job that made them. Returns how many records were carried over.
+    """
+    earlier = {pk: created for pk, fields, created in IndexJob.objects.filter(
+        owner=owner, model=job.model, llm_backend=job.llm_backend).exclude(pk=job.pk)
+        .values_list("pk", "fields", "created_at") if fields == job.fields}
+    if not earlier:
+        return 0
+    pending = {
+        _content_key(rid, title, abstract): (pk, position)
+        for pk, position, rid, title, abstract in Record.objects.filter(job=job)
+        .values_list("pk", "position", "record_id", "title", "abstract").iterator(chunk_size=2000)
+    }
+    found: dict[tuple[str, str], tuple] = {}
+    previous = (IndexResult.objects.filter(job_id__in=list(earlier)).exclude(indexing_status=Status.LLM_ERROR)
+                .values_list("job_id", "record__record_id", "record__title", "record__abstract", "indexing_status",
+                             "extraction_error", "fields", "error_category", "llm_backend"))
+    for job_id, rid, title, abstract, *result in previous.iterator(chunk_size=2000):
+        key = _content_key(rid, title, abstract)
+        if key in pending and (key not in found or earlier[job_id] > earlier[found[key][0]]):
+            found[key] = (job_id, *result)
+    rows = []
+    for key, (_, status, error, fields, category, backend) in found.items():
+        record_pk, position = pending[key]
+        rows.append(IndexResult(job=job, record_id=record_pk, position=position, indexing_status=status,
+                                extraction_error=error, fields=fields, error_category=category, llm_backend=backend))
+    with transaction.atomic():
+        IndexResult.objects.bulk_create(rows, batch_size=RECORD_INSERT_BATCH)
+        recount(job)
+    return len(rows)

@@ -256,6 +256,32 @@ def test_command_indexes_a_file_and_writes_jsonl(fake_openai, records_file, tmp_
     assert fake_openai.count == 60 and IndexJob.objects.count() == 2
 
 
+def test_command_rerun_of_a_changed_file_indexes_only_new_or_edited_records(fake_openai, records_file, tmp_path, capsys):
+    path, records = records_file
+    call_command("index_records", str(path), "--fields", "population,keywords")
+    assert fake_openai.count == 30
+    first = {r.record.record_id: r.fields for r in IndexResult.objects.select_related("record")}
+    # Three records appended, one abstract edited: only those four are sent.
+    edited = {**records[0], "abstract": records[0]["abstract"] + " Adverse events were rare."}
+    changed = [edited, *records[1:], *real_records(3, start=30)]
+    path.write_text("\n".join(json.dumps(r) for r in changed))
+    out = tmp_path / "out.jsonl"
+    tokens_before = fake_openai.stats["prompt_tokens"]
+    call_command("index_records", str(path), "--fields", "population,keywords", "--out", str(out))
+    assert fake_openai.count == 34
+    assert "31 of 35 records were indexed by an earlier run" in capsys.readouterr().out
+    lines = {line["id"]: line for line in map(json.loads, out.read_text().splitlines())}
+    assert list(lines) == [r["id"] for r in changed]
+    assert all(lines[rid]["fields"] == first[rid] for rid in first if rid != edited["id"])
+    newest = IndexJob.objects.latest("created_at")
+    assert newest.status == "completed" and (newest.processed, newest.ok, newest.errored) == (35, 33, 2)
+    # Billed: the four records sent this time, not the reused ones.
+    assert newest.usage.input_tokens == fake_openai.stats["prompt_tokens"] - tokens_before > 0
+    # Other fields are another question: nothing is reused.
+    call_command("index_records", str(path), "--fields", "population")
+    assert fake_openai.count == 34 + 33
+
+
 def test_command_resumes_after_a_provider_failure_without_rebilling(fake_openai, records_file):
     path, records = records_file
     fake_openai.config.fail_after = 10  # then every call is a 401: the job stops, failed

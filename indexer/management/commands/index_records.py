@@ -4,7 +4,9 @@ The run is an ordinary `IndexJob` owned by "cli", keyed by the file's
 SHA-256, the fields and the model, executed in-process by the shared runner.
 Results are persisted in batches as they come, so after a crash or Ctrl-C
 the same command finds the same job and indexes only what is left; no
-finished record is billed twice. `--force` starts a fresh job instead.
+finished record is billed twice. A changed file (records added or edited)
+gets a new job that reuses the results earlier runs have for unchanged
+records. `--force` starts a fresh job and redoes every record.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from crystallise.jobs.services import job_cancel
 from indexer import exports
 from indexer.models import IndexJob, IndexResult
 from indexer.prompts import FIELDS
-from indexer.services import job_create, job_reopen, job_run
+from indexer.services import carry_over, job_create, job_reopen, job_run
 
 CLI_OWNER = "cli"
 
@@ -95,8 +97,15 @@ class Command(BaseCommand):
             IndexJob.objects.filter(pk=existing.pk).update(idempotency_key=None)
         papers = parse_papers(data, filename=file.name, field="file")
         records = [{"id": p["id"], "title": p.get("title") or "", "abstract": p.get("abstract")} for p in papers]
-        return job_create(caller=None, owner=CLI_OWNER, idempotency_key=key, model=model, records=records,
-                          fields=wanted, source=str(file), enqueue=False)
+        job = job_create(caller=None, owner=CLI_OWNER, idempotency_key=key, model=model, records=records,
+                         fields=wanted, source=str(file), enqueue=False)
+        if not force:
+            carried = carry_over(job, owner=CLI_OWNER)
+            if carried:
+                self.stdout.write(f"{carried} of {job.total} records were indexed by an earlier run (same id, title, "
+                                  "abstract, model and fields): their results are reused, not billed again.")
+            job.refresh_from_db()
+        return job
 
     def summary(self, job: IndexJob, new: int, elapsed: float) -> None:
         counts = dict(IndexResult.objects.filter(job=job).values_list("indexing_status").annotate(n=Count("id")))
