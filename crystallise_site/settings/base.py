@@ -27,6 +27,12 @@ def env_int_between(name: str, default: int, low: int, high: int) -> int:
     return value
 
 
+def env_list(name: str, default: list[str]) -> list[str]:
+    """A comma-separated variable; spaces around items and empty items are dropped ("a, b," is a and b)."""
+    items = [item.strip() for item in env.list(name, default=default)]
+    return [item for item in items if item]
+
+
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 # Production has no default secret: without DJANGO_SECRET_KEY only a debug
 # (local) process may start, with a key that changes every restart.
@@ -38,8 +44,8 @@ if not SECRET_KEY:
             "DJANGO_DEBUG=true for a local run."
         )
     SECRET_KEY = "insecure-local-only-" + "x" * 40
-ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
-CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
 # TLS is terminated by the proxy in front of us.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
@@ -179,7 +185,7 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Crystallise -----------------------------------------------------------
-CRYSTALLISE_API_KEYS = env.list("CRYSTALLISE_API_KEYS", default=[])
+CRYSTALLISE_API_KEYS = env_list("CRYSTALLISE_API_KEYS", default=[])
 CRYSTALLISE_OPENAI_API_KEY = env.str("CRYSTALLISE_OPENAI_API_KEY", default="") or env.str(
     "OPENAI_API_KEY", default=""
 )
