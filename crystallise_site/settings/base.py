@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import environ
@@ -19,11 +20,51 @@ env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 
+# Every variable is checked here: a value that cannot be what it names refuses
+# to start the process with a message naming the variable (never a silent default).
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+
+
+def _raw(name: str) -> str | None:
+    value = os.environ.get(name)
+    return None if value is None or not value.strip() else value.strip()
+
+
+def env_bool(name: str, default: bool) -> bool:
+    """true/false (also 1/0, yes/no, on/off, any case)."""
+    raw = _raw(name)
+    if raw is None:
+        return default
+    if raw.lower() in _TRUE | _FALSE:
+        return raw.lower() in _TRUE
+    raise ImproperlyConfigured(f"{name} must be true or false, not {raw!r}.")
+
+
 def env_int_between(name: str, default: int, low: int, high: int) -> int:
-    """An integer variable; the process refuses to start when it is outside [low, high]."""
-    value = env.int(name, default=default)
+    """A whole number in [low, high]."""
+    raw = _raw(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a whole number between {low} and {high}, not {raw!r}.") from None
     if not low <= value <= high:
-        raise ImproperlyConfigured(f"{name} must be between {low} and {high}.")
+        raise ImproperlyConfigured(f"{name} must be between {low} and {high}, not {value}.")
+    return value
+
+
+def env_float_between(name: str, default: float, low: float, high: float) -> float:
+    """A number (seconds, say) in [low, high]."""
+    raw = _raw(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not low <= value <= high:  # also false for NaN
+        raise ImproperlyConfigured(f"{name} must be a number between {low:g} and {high:g}, not {raw!r}.")
     return value
 
 
@@ -33,7 +74,7 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item for item in items if item]
 
 
-DEBUG = env.bool("DJANGO_DEBUG", default=False)
+DEBUG = env_bool("DJANGO_DEBUG", default=False)
 # Production has no default secret: without DJANGO_SECRET_KEY only a debug
 # (local) process may start, with a key that changes every restart.
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
@@ -49,12 +90,12 @@ CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
 # TLS is terminated by the proxy in front of us.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=False)
-SESSION_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=not DEBUG)
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", default=False)
+SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", default=not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
-SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=0)
-SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
-SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=False)
+SECURE_HSTS_SECONDS = env_int_between("DJANGO_SECURE_HSTS_SECONDS", 0, 0, 10 * 365 * 86400)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", default=False)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 
@@ -106,11 +147,16 @@ TEMPLATES = [
 ]
 
 # DATABASE_URL unset → an SQLite file in the project directory.
-DATABASES = {
-    "default": env.db_url(
-        "DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"
+try:
+    with warnings.catch_warnings():  # django-environ's warning for an unknown scheme prints the URL, password included
+        warnings.simplefilter("ignore")
+        DATABASES = {"default": env.db_url("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+except (KeyError, ValueError, ImproperlyConfigured):
+    DATABASES = {"default": {}}
+if not DATABASES["default"].get("ENGINE"):
+    raise ImproperlyConfigured(
+        "DATABASE_URL is not a database URL: use postgres://user:password@host:5432/name or sqlite:////absolute/path.db."
     )
-}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Web and worker share the file: wait for locks instead of failing, and
     # let readers proceed while the worker writes.
@@ -194,17 +240,28 @@ CRYSTALLISE_LLM_BACKEND = env.str("CRYSTALLISE_LLM_BACKEND", default="openai")
 if CRYSTALLISE_LLM_BACKEND not in ("openai", "mock"):
     raise ImproperlyConfigured("CRYSTALLISE_LLM_BACKEND must be 'openai' or 'mock'.")
 CRYSTALLISE_LLM_CONCURRENCY = env_int_between("CRYSTALLISE_LLM_CONCURRENCY", 32, 1, 1024)
-CRYSTALLISE_LLM_TIMEOUT = env.float("CRYSTALLISE_LLM_TIMEOUT", default=60.0)
-CRYSTALLISE_LLM_MAX_ATTEMPTS = env.int("CRYSTALLISE_LLM_MAX_ATTEMPTS", default=5)
+CRYSTALLISE_LLM_TIMEOUT = env_float_between("CRYSTALLISE_LLM_TIMEOUT", 60.0, 0.1, 3600)
+CRYSTALLISE_LLM_MAX_ATTEMPTS = env_int_between("CRYSTALLISE_LLM_MAX_ATTEMPTS", 5, 1, 20)
 # Backoff base for transient LLM errors without a Retry-After (seconds).
-CRYSTALLISE_LLM_BACKOFF = env.float("CRYSTALLISE_LLM_BACKOFF", default=0.5)
+CRYSTALLISE_LLM_BACKOFF = env_float_between("CRYSTALLISE_LLM_BACKOFF", 0.5, 0, 60)
 # Key that encrypts per-request OpenAI keys on their way to a worker.
 # Derived from SECRET_KEY unless set explicitly.
-CRYSTALLISE_FERNET_KEY = env.str("CRYSTALLISE_FERNET_KEY", default="")
+CRYSTALLISE_FERNET_KEY = env.str("CRYSTALLISE_FERNET_KEY", default="").strip()
+if CRYSTALLISE_FERNET_KEY:
+    from cryptography.fernet import Fernet
+
+    try:
+        Fernet(CRYSTALLISE_FERNET_KEY.encode())
+    except ValueError:
+        raise ImproperlyConfigured(
+            "CRYSTALLISE_FERNET_KEY must be 32 url-safe base64-encoded bytes (make one with "
+            "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'), "
+            "or be left unset to derive it from DJANGO_SECRET_KEY."
+        ) from None
 # Secret for signing job-completion callbacks (HMAC-SHA256); SECRET_KEY-derived if unset.
 CRYSTALLISE_CALLBACK_SECRET = env.str("CRYSTALLISE_CALLBACK_SECRET", default="")
 # Callbacks go only to public addresses unless this is set (e.g. receivers on a private network).
-CRYSTALLISE_CALLBACK_ALLOW_PRIVATE = env.bool("CRYSTALLISE_CALLBACK_ALLOW_PRIVATE", default=False)
+CRYSTALLISE_CALLBACK_ALLOW_PRIVATE = env_bool("CRYSTALLISE_CALLBACK_ALLOW_PRIVATE", default=False)
 # Password given by `manage.py create_operator` (a random one is printed when unset).
 CRYSTALLISE_OPERATOR_PASSWORD = env.str("CRYSTALLISE_OPERATOR_PASSWORD", default="")
 # CPU niceness a worker process takes when it runs a job (0 = leave as is, up
@@ -213,7 +270,7 @@ CRYSTALLISE_OPERATOR_PASSWORD = env.str("CRYSTALLISE_OPERATOR_PASSWORD", default
 # polls at once. See docs/backend-guide.md#performance.
 CRYSTALLISE_WORKER_NICE = env_int_between("CRYSTALLISE_WORKER_NICE", 10, 0, 19)
 # A running job whose heartbeat is older than this is considered orphaned.
-CRYSTALLISE_JOB_STALE_SECONDS = env.int("CRYSTALLISE_JOB_STALE_SECONDS", default=60)
+CRYSTALLISE_JOB_STALE_SECONDS = env_int_between("CRYSTALLISE_JOB_STALE_SECONDS", 60, 5, 86400)
 
 # tiktoken reads its cache directory from the environment; the o200k_base
 # file is unpacked there from the bundled copy (see crystallise.tokens).
@@ -226,12 +283,13 @@ os.environ.setdefault("TIKTOKEN_CACHE_DIR", TIKTOKEN_CACHE_DIR)
 # timeout < retry, so a task is never redelivered while it still runs, and
 # max_attempts bounds redelivery (the default is forever). Tasks are
 # idempotent anyway: a job is claimed with a conditional UPDATE.
+CRYSTALLISE_TASK_TIMEOUT = env_int_between("CRYSTALLISE_TASK_TIMEOUT", 6 * 3600, 60, 7 * 86400)
 Q_CLUSTER = {
     "name": "crystallise",
     "orm": "default",
-    "workers": env.int("CRYSTALLISE_WORKERS", default=2),
-    "timeout": env.int("CRYSTALLISE_TASK_TIMEOUT", default=6 * 3600),
-    "retry": env.int("CRYSTALLISE_TASK_TIMEOUT", default=6 * 3600) + 600,
+    "workers": env_int_between("CRYSTALLISE_WORKERS", 2, 1, 64),
+    "timeout": CRYSTALLISE_TASK_TIMEOUT,
+    "retry": CRYSTALLISE_TASK_TIMEOUT + 600,
     "max_attempts": 2,
     "ack_failures": True,
     "save_limit": 1000,
@@ -241,6 +299,9 @@ Q_CLUSTER = {
     "label": "Task queue",
 }
 
+LOG_LEVEL = (_raw("CRYSTALLISE_LOG_LEVEL") or "INFO").upper()
+if LOG_LEVEL not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+    raise ImproperlyConfigured(f"CRYSTALLISE_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, not {LOG_LEVEL!r}.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -249,7 +310,7 @@ LOGGING = {
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}
     },
-    "root": {"handlers": ["console"], "level": env.str("CRYSTALLISE_LOG_LEVEL", default="INFO")},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         "httpx": {"level": "WARNING"},
