@@ -16,6 +16,8 @@ from crystallise.jobs.costs import SpendReport, SpendRow, spend_report
 
 DEFAULT_DAYS = 30
 MAX_DAYS = 366
+# Dates outside this range cannot hold jobs, and the period arithmetic around them would overflow.
+EARLIEST, LATEST = date(1970, 1, 1), date(9000, 12, 31)
 CHART_WIDTH = 900
 CHART_HEIGHT = 220
 CHART_LEFT = 70
@@ -69,10 +71,14 @@ def _date(request: HttpRequest, name: str) -> date | None:
     if not value:
         return None
     try:
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except ValueError:
         messages.warning(request, f"Ignored {name}={value!r}: use YYYY-MM-DD.")
         return None
+    if not EARLIEST <= day <= LATEST:
+        messages.warning(request, f"Ignored {name}={value}: use a date from {EARLIEST} to {LATEST}.")
+        return None
+    return day
 
 
 def costs_csv(report: SpendReport) -> HttpResponse:

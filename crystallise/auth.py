@@ -54,6 +54,10 @@ class Caller:
         return self.fingerprint
 
 
+# Jobs started from the shell (`screen`, `index_records`): one owner, one label in cost reports.
+COMMAND_LINE = Caller(label="command line", fingerprint="cli")
+
+
 def fingerprint(secret: str) -> str:
     return hashlib.sha256(b"crystallise-key:" + secret.encode()).hexdigest()[:16]
 

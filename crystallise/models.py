@@ -7,6 +7,7 @@ import secrets
 import uuid
 from decimal import Decimal
 
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import DecimalField, OuterRef, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
@@ -77,7 +78,7 @@ class ApiKey(models.Model):
     key_hash = models.CharField(max_length=64, unique=True, editable=False)
     is_active = models.BooleanField(default=True)
     monthly_budget_usd = models.DecimalField(
-        max_digits=12, decimal_places=2, null=True, blank=True,
+        max_digits=12, decimal_places=2, null=True, blank=True, validators=[MinValueValidator(0)],
         help_text="Optional spend cap per calendar month (UTC); jobs whose estimate exceeds what is left are refused.",
     )
     created_at = models.DateTimeField(auto_now_add=True)

@@ -150,8 +150,8 @@ def job_delete(*, job: ScreeningJob) -> None:
         job.delete()
 
 
-def job_run(*, job_id) -> str | None:
-    status = run_job(ScreeningKind(), job_id)
+def job_run(*, job_id, concurrency: int | None = None) -> str | None:
+    status = run_job(ScreeningKind(), job_id, concurrency=concurrency)
     if status is not None:
         callback_enqueue(job_id=job_id)
     return status

@@ -414,6 +414,12 @@ def test_cost_page_handles_bad_and_reversed_dates(staff):
     assert response.context["start"].isoformat() == "2026-02-01" and "swapped" in page_messages(response)[0]
     response = staff.get(COSTS, {"start": "2020-01-01", "end": "2026-01-01"})
     assert len(response.context["report"].by_day) == 366
+    # The calendar's ends: a warning, not a server error.
+    for extreme in ({"end": "9999-12-31"}, {"end": "0001-01-05"}, {"start": "0001-01-01", "end": "2026-01-01"}):
+        for fmt in ({}, {"format": "csv"}):
+            response = staff.get(COSTS, {**extreme, **fmt})
+            assert response.status_code == 200, extreme
+        assert any("use a date from" in m for m in page_messages(staff.get(COSTS, extreme)))
 
 
 def test_admin_index_links_the_cost_page(staff):
@@ -445,6 +451,47 @@ def test_create_operator_takes_the_password_from_the_environment(settings, capsy
     settings.CRYSTALLISE_OPERATOR_PASSWORD = "123"
     with pytest.raises(CommandError, match="too weak"):
         call_command("create_operator", "ops2")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["", "--email", "ops@example.org"], "username"),
+    (["bad name with spaces/"], "username"),
+    (["u" * 200], "username"),
+    (["ops", "--email", "not-an-email"], "email"),
+])
+def test_create_operator_refuses_what_the_admin_would_refuse(args, message):
+    with pytest.raises(CommandError, match=f"Cannot create operator .*{message}"):
+        call_command("create_operator", *args)
+    assert not get_user_model().objects.exists()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["k", "--monthly-budget-usd", "abc"], "must be an amount"),
+    (["k", "--monthly-budget-usd", "nan"], "monthly_budget_usd"),
+    (["k", "--monthly-budget-usd", "inf"], "monthly_budget_usd"),
+    (["k", "--monthly-budget-usd", "1e20"], "monthly_budget_usd"),
+    (["k", "--monthly-budget-usd", "-1"], "monthly_budget_usd"),
+    (["k", "--monthly-budget-usd", "0.001"], "monthly_budget_usd"),
+    (["  "], "name"),
+    (["n" * 300], "name"),
+])
+def test_create_api_key_refuses_what_the_admin_would_refuse(args, message, capsys):
+    with pytest.raises(CommandError, match=message):
+        call_command("create_api_key", *args)
+    assert not ApiKey.objects.exists() and capsys.readouterr().out == ""
+
+
+def test_create_api_key_with_a_budget(capsys):
+    call_command("create_api_key", " team-a ", "--monthly-budget-usd", "12.50")
+    key = ApiKey.objects.get()
+    assert key.name == "team-a" and key.monthly_budget_usd == Decimal("12.50")
+    assert capsys.readouterr().out.strip().startswith("cry_")
+
+
+def test_admin_key_form_refuses_a_negative_budget(staff):
+    response = staff.post("/admin/crystallise/apikey/add/", {"name": "neg", "monthly_budget_usd": "-1", "is_active": "on"})
+    assert response.status_code == 200 and not ApiKey.objects.filter(name="neg").exists()
+    assert "greater than or equal to 0" in response.content.decode()
 
 
 def test_admin_static_files_are_served_by_whitenoise_with_debug_off(settings, tmp_path):

@@ -282,6 +282,18 @@ def test_command_rerun_of_a_changed_file_indexes_only_new_or_edited_records(fake
     assert fake_openai.count == 34 + 33
 
 
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--concurrency", "-3"], "concurrency"),
+    (["--concurrency", "0"], "concurrency"),
+    (["--out", "/nonexistent-dir/out.jsonl"], "no directory"),
+])
+def test_command_refuses_bad_options_before_calling_anyone(fake_openai, records_file, extra, message):
+    path, _ = records_file
+    with pytest.raises(CommandError, match=message):
+        call_command("index_records", str(path), *extra)
+    assert fake_openai.count == 0 and not IndexJob.objects.exists()
+
+
 def test_command_resumes_after_a_provider_failure_without_rebilling(fake_openai, records_file):
     path, records = records_file
     fake_openai.config.fail_after = 10  # then every call is a 401: the job stops, failed

@@ -339,6 +339,40 @@ def test_screen_command_runs_the_pipeline(fake_openai, tmp_path, capsys):
     assert fake_openai.count == len(rows)
 
 
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--threshold", "2"], "threshold"),
+    (["--threshold", "nan"], "threshold"),
+    (["--max-cost", "-1"], "max_estimated_cost_usd"),
+    (["--concurrency", "0"], "concurrency"),
+    (["--out", "/nonexistent-dir/out.csv"], "no directory"),
+])
+def test_screen_command_refuses_what_the_api_refuses_before_calling_anyone(fake_openai, tmp_path, extra, message):
+    from django.core.management import CommandError, call_command
+
+    criteria = tmp_path / "criteria.json"
+    criteria.write_text(json.dumps(CRITERIA))
+    with pytest.raises((CommandError, SystemExit)) as info:
+        call_command("screen", str(FIXTURES / "papers.csv"), "--criteria", str(criteria), *extra)
+    if isinstance(info.value, CommandError):
+        assert message in str(info.value)
+    assert not ScreeningJob.objects.exists() and fake_openai.count == 0
+
+
+def test_command_line_jobs_have_one_owner_and_label(fake_openai, tmp_path):
+    from django.core.management import call_command
+
+    from indexer.models import IndexJob
+
+    criteria = tmp_path / "criteria.json"
+    criteria.write_text(json.dumps(CRITERIA))
+    call_command("screen", str(FIXTURES / "papers.csv"), "--criteria", str(criteria), "--out", str(tmp_path / "o.csv"))
+    records = tmp_path / "r.jsonl"
+    records.write_text(json.dumps({"id": "r1", "title": "T", "abstract": "short"}))
+    call_command("index_records", str(records))
+    screening, index = ScreeningJob.objects.get(), IndexJob.objects.get()
+    assert (screening.owner, screening.api_key_label) == (index.owner, index.api_key_label) == ("cli", "command line")
+
+
 def test_project_ids_are_namespaced_by_key(api, fake_openai):
     from rest_framework.test import APIClient
 

@@ -1,0 +1,32 @@
+"""What the shell commands that run jobs (`screen`, `index_records`) check the same way."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from django.core.management.base import CommandError
+
+
+def concurrency(value: str) -> int:
+    """argparse type of --concurrency: LLM calls in flight, 1–1024 (as CRYSTALLISE_LLM_CONCURRENCY)."""
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if not 1 <= number <= 1024:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to 1024, not {value!r}")
+    return number
+
+
+def writable(path: Path) -> Path:
+    """An output file that can be written, checked before a job runs (and is billed), not after."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise CommandError(f"Cannot write results to {path}: it is a directory.")
+    if not folder.is_dir():
+        raise CommandError(f"Cannot write results to {path}: no directory {folder}.")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise CommandError(f"Cannot write results to {path}: permission denied.")
+    return path

@@ -1,3 +1,6 @@
+from decimal import Decimal, InvalidOperation
+
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from crystallise.models import ApiKey
@@ -8,11 +11,24 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("name")
-        parser.add_argument("--monthly-budget-usd", type=float, default=None)
+        parser.add_argument("--monthly-budget-usd", default=None,
+                            help="Spend cap per calendar month (UTC), in dollars with up to 2 decimals.")
 
     def handle(self, name, monthly_budget_usd, **options):
+        name = name.strip()
+        budget = None
+        if monthly_budget_usd is not None:
+            try:
+                budget = Decimal(monthly_budget_usd.strip())
+            except InvalidOperation:
+                raise CommandError(f"--monthly-budget-usd must be an amount in dollars, not {monthly_budget_usd!r}.") from None
         if ApiKey.objects.filter(name=name).exists():
             raise CommandError(f"An API key named {name!r} already exists.")
-        key, secret = ApiKey.objects.create_key(name=name, monthly_budget_usd=monthly_budget_usd)
+        try:  # the same rules as the admin's form
+            ApiKey(name=name, monthly_budget_usd=budget).full_clean(exclude=["prefix", "key_hash"])
+        except ValidationError as exc:
+            problems = "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in exc.message_dict.items())
+            raise CommandError(f"Cannot create API key {name!r}: {problems}") from None
+        key, secret = ApiKey.objects.create_key(name=name, monthly_budget_usd=budget)
         self.stderr.write(f"Created API key {key.name!r} ({key.prefix}…). It is shown only this once:")
         self.stdout.write(secret)

@@ -34,6 +34,11 @@ class Command(BaseCommand):
             password = secrets.token_urlsafe(18)
         if user is None:
             user = users(username=username, email=email)
+            try:  # the admin's own rules for a username and an email address
+                user.full_clean(exclude=["password"])
+            except ValidationError as exc:
+                problems = "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in exc.message_dict.items())
+                raise CommandError(f"Cannot create operator {username!r}: {problems}") from None
         try:
             validate_password(password, user)
         except ValidationError as exc:

@@ -19,17 +19,19 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Count
 from tqdm import tqdm
 
+from crystallise.auth import COMMAND_LINE
 from crystallise.config import DEFAULT_MODEL, validate_model
 from crystallise.errors import CrystalliseError
 from crystallise.formats import parse_papers
 from crystallise.jobs.models import ACTIVE_STATUSES, JobStatus
 from crystallise.jobs.services import job_cancel
+from crystallise.management import concurrency, writable
 from indexer import exports
 from indexer.models import IndexJob, IndexResult
 from indexer.prompts import FIELDS
 from indexer.services import carry_over, job_create, job_reopen, job_run
 
-CLI_OWNER = "cli"
+CLI_OWNER = COMMAND_LINE.fingerprint
 
 
 class Command(BaseCommand):
@@ -40,11 +42,14 @@ class Command(BaseCommand):
         parser.add_argument("--out", type=Path, help="Write all results as JSONL to this file.")
         parser.add_argument("--fields", default=",".join(FIELDS), help=f"Comma-separated subset of {', '.join(FIELDS)}.")
         parser.add_argument("--model", default=DEFAULT_MODEL)
-        parser.add_argument("--concurrency", type=int, default=None, help="Concurrent LLM calls (default: settings).")
+        parser.add_argument("--concurrency", type=concurrency, default=None,
+                            help="Concurrent LLM calls, 1-1024 (default: CRYSTALLISE_LLM_CONCURRENCY).")
         parser.add_argument("--force", action="store_true", help="Redo every record in a fresh job.")
 
     def handle(self, *args, file: Path, out: Path | None, fields: str, model: str, concurrency: int | None,
                force: bool, **options):
+        if out is not None:
+            writable(out)
         try:
             job = self.job_for(file, fields, model, force)
         except CrystalliseError as exc:
@@ -97,7 +102,7 @@ class Command(BaseCommand):
             IndexJob.objects.filter(pk=existing.pk).update(idempotency_key=None)
         papers = parse_papers(data, filename=file.name, field="file")
         records = [{"id": p["id"], "title": p.get("title") or "", "abstract": p.get("abstract")} for p in papers]
-        job = job_create(caller=None, owner=CLI_OWNER, idempotency_key=key, model=model, records=records,
+        job = job_create(caller=COMMAND_LINE, idempotency_key=key, model=model, records=records,
                          fields=wanted, source=str(file), enqueue=False)
         if not force:
             carried = carry_over(job, owner=CLI_OWNER)

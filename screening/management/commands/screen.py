@@ -9,15 +9,15 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from crystallise.auth import Caller
+from crystallise.auth import COMMAND_LINE
 from crystallise.errors import CrystalliseError
 from crystallise.formats import parse_papers
+from crystallise.jobs.services import job_cancel
+from crystallise.management import concurrency, writable
 from screening import exports
 from screening.models import ScreeningJob, ScreeningResult
-from screening.serializers import MAX_PAPERS, CriteriaSerializer
+from screening.serializers import MAX_PAPERS, ScreeningJobCreateSerializer
 from screening.services import job_create, job_run
-
-CLI = Caller(label="command line", fingerprint="cli")
 
 
 class Command(BaseCommand):
@@ -27,37 +27,48 @@ class Command(BaseCommand):
         parser.add_argument("file")
         parser.add_argument("--criteria", required=True, help='JSON file: {"research_question", "inclusion": [...], "exclusion": [...]}')
         parser.add_argument("--model", default="gpt-5-nano")
-        parser.add_argument("--threshold", type=float, default=1.0)
+        parser.add_argument("--threshold", default="1.0", help="0-1; a paper is included when its score reaches it (default 1.0)")
         parser.add_argument("--clusters", default="none", choices=["none", "topic", "study_design"])
         parser.add_argument("--out", default=None, help="CSV output (default: FILE.screened.csv)")
-        parser.add_argument("--max-cost", type=float, default=None, help="max_estimated_cost_usd")
+        parser.add_argument("--max-cost", default=None, help="max_estimated_cost_usd: refuse or stop the job above it")
+        parser.add_argument("--concurrency", type=concurrency, default=None,
+                            help="Concurrent LLM calls, 1-1024 (default: CRYSTALLISE_LLM_CONCURRENCY).")
 
-    def handle(self, file, criteria, model, threshold, clusters, out, max_cost, **options):
+    def handle(self, file, criteria, model, threshold, clusters, out, max_cost, concurrency, **options):
         path = Path(file)
-        if not path.exists():
+        if not path.is_file():
             raise CommandError(f"No such file: {file}")
+        target = writable(Path(out) if out else path.with_suffix(".screened.csv"))
         try:
-            serializer = CriteriaSerializer(data=json.loads(Path(criteria).read_text()))
-            if not serializer.is_valid():
-                raise CommandError(f"Invalid criteria: {serializer.errors}")
             papers = parse_papers(path.read_bytes(), filename=path.name, max_records=MAX_PAPERS)
-            payload = {"model": model, "criteria": serializer.validated_data, "threshold": threshold,
-                       "clusters": {"by": clusters}, "max_estimated_cost_usd": max_cost}
-            job, _ = job_create(caller=CLI, payload=payload, papers=papers, request_openai_key=None, enqueue=False)
+            data = {"model": model, "criteria": json.loads(Path(criteria).read_text()), "threshold": threshold,
+                    "clusters": {"by": clusters}, "max_estimated_cost_usd": max_cost, "papers": papers}
+            # The API's own validation: the shell accepts exactly what POST /v1/screening/jobs accepts.
+            serializer = ScreeningJobCreateSerializer(data=data)
+            if not serializer.is_valid():
+                raise CommandError(f"Invalid input: {_first_problem(serializer.errors)}")
+            payload = dict(serializer.validated_data)
+            job, _ = job_create(caller=COMMAND_LINE, payload=payload, papers=payload.pop("papers"),
+                                request_openai_key=None, enqueue=False)
         except CrystalliseError as exc:
             raise CommandError(exc.detail) from None
         except (OSError, ValueError) as exc:
             raise CommandError(str(exc)) from None
         self.stderr.write(f"Job {job.pk}: {job.total} papers, estimated ${job.estimated_cost_usd:.4f} ({job.llm_backend}).")
-        worker = threading.Thread(target=job_run, kwargs={"job_id": job.pk}, daemon=True)
+        worker = threading.Thread(target=job_run, kwargs={"job_id": job.pk, "concurrency": concurrency}, daemon=True)
         worker.start()
-        with tqdm(total=job.total, unit="paper", disable=None) as bar:
-            while worker.is_alive():
-                worker.join(0.5)
-                screened = ScreeningJob.objects.values_list("screened", flat=True).get(pk=job.pk)
-                bar.update(screened - bar.n)
+        try:
+            with tqdm(total=job.total, unit="paper", disable=None) as bar:
+                while worker.is_alive():
+                    worker.join(0.5)
+                    screened = ScreeningJob.objects.values_list("screened", flat=True).get(pk=job.pk)
+                    bar.update(screened - bar.n)
+        except KeyboardInterrupt:
+            job = job_cancel(job=job)
+            worker.join(10)
+            raise CommandError(f"Interrupted: job {job.pk} is {job.status} with {job.screened} of {job.total} papers "
+                               "screened; no results file was written.", returncode=130) from None
         job.refresh_from_db()
-        target = Path(out) if out else path.with_suffix(".screened.csv")
         rows = ScreeningResult.objects.filter(job=job).select_related("paper").order_by("position")
         _, stream = exports.stream(job, rows, "csv")
         with target.open("w", encoding="utf-8", newline="") as fh:
@@ -69,3 +80,13 @@ class Command(BaseCommand):
         )
         if job.status != "completed":
             raise CommandError(f"Job {job.status}: {job.error_category}: {job.error_message}")
+
+
+def _first_problem(errors, path: str = "") -> str:
+    """The first field error of a DRF error tree, as 'field.sub: message'."""
+    if isinstance(errors, dict):
+        key, value = next(iter(errors.items()))
+        return _first_problem(value, f"{path}.{key}" if path else str(key))
+    if isinstance(errors, list) and errors and not isinstance(errors[0], str):
+        return _first_problem(next(e for e in errors if e), path)
+    return f"{path}: {errors[0] if isinstance(errors, list) else errors}"
