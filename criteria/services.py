@@ -20,7 +20,7 @@ from django.conf import settings
 from criteria import prompts
 from crystallise.auth import Caller
 from crystallise.config import model_capabilities, validate_model
-from crystallise.errors import LLMError
+from crystallise.errors import Category, LLMError
 from crystallise.jobs.budget import check_budget
 from crystallise.keyvault import resolve_openai_key
 from crystallise.llm import make_client
@@ -110,8 +110,13 @@ def criteria_consolidate(
 
 async def _complete(api_key, backend, messages, options) -> tuple[prompts.ConsolidatedCriteria | None, Usage, str]:
     client = make_client(api_key=api_key, backend=backend, concurrency=1)
+    limit = settings.CRYSTALLISE_SYNC_TIMEOUT
     try:
-        result = await client.complete(messages, options)
+        async with asyncio.timeout(limit):
+            result = await client.complete(messages, options)
+    except TimeoutError:
+        raise LLMError(f"The model provider gave no usable answer within this request's time limit ({limit:g} s, "
+                       "retries included). Try again later.", category=Category.UPSTREAM, permanent=False) from None
     except LLMError as exc:
         if not exc.bad_output:
             raise

@@ -134,9 +134,19 @@ async def _index_all(resolved: ResolvedKey, backend: str, options: CallOptions, 
     client = make_client(api_key=resolved.key, backend=backend, concurrency=concurrency)
     gate = asyncio.Semaphore(concurrency)
 
+    limit = settings.CRYSTALLISE_SYNC_TIMEOUT
+    deadline = asyncio.get_running_loop().time() + limit
+
     async def one(record: dict) -> Indexed:
-        async with gate:
-            return await record_index(client, options, title=record.get("title") or "", abstract=record.get("abstract"))
+        try:
+            async with asyncio.timeout_at(deadline):
+                async with gate:
+                    return await record_index(client, options, title=record.get("title") or "",
+                                              abstract=record.get("abstract"))
+        except TimeoutError:
+            return Indexed(Status.LLM_ERROR, f"No answer within this request's time limit ({limit:g} s, retries "
+                           "included); send large or slow batches to POST /v1/indexer/jobs.",
+                           category=Category.UPSTREAM, usage=Usage(), backend=client.backend)
 
     try:
         # A TaskGroup cancels the other calls as soon as one raises (a rejected key).

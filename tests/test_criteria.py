@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -117,6 +118,17 @@ def test_upstream_exhausted_is_502_and_rate_limit_429(api, fake_openai, settings
     fake_openai.config.p_429 = 1.0
     response = consolidate(api)
     assert response.status_code == 429 and response.json()["error_category"] == "rate_limit"
+
+
+def test_a_provider_slower_than_the_request_time_limit_is_502_in_the_error_shape(api, fake_openai, settings):
+    """A synchronous endpoint answers within CRYSTALLISE_SYNC_TIMEOUT, whatever the provider does."""
+    settings.CRYSTALLISE_SYNC_TIMEOUT = 1.0
+    fake_openai.config.latency = 3.0
+    started = time.monotonic()
+    response = consolidate(api)
+    assert time.monotonic() - started < 2.5
+    assert response.status_code == 502 and response.json()["error_category"] == "upstream"
+    assert "time limit (1 s" in response.json()["detail"]
 
 
 def test_transient_errors_are_retried(api, fake_openai):

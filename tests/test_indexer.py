@@ -102,6 +102,20 @@ def test_one_exhausted_record_never_fails_the_batch(api, fake_openai, settings):
     assert body["errors"][0]["extraction_error"].startswith("The model provider failed")
 
 
+def test_run_answers_within_its_time_limit_with_the_unfinished_records_as_llm_error(api, fake_openai, settings):
+    settings.CRYSTALLISE_SYNC_TIMEOUT = 1.5
+    settings.CRYSTALLISE_LLM_CONCURRENCY = 1
+    fake_openai.config.latency = 0.6  # two of the three records fit in 1.5 s, one at a time
+    started = time.monotonic()
+    response = api.post(RUN, {"records": real_records(3)}, format="json")
+    assert time.monotonic() - started < 2.5
+    body = response.json()
+    assert response.status_code == 200
+    assert [r["indexing_status"] for r in body["records"]] == ["ok", "ok", "llm_error"]
+    assert "/v1/indexer/jobs" in body["errors"][0]["extraction_error"]
+    assert body["usage"]["input_tokens"] > 0
+
+
 def test_more_than_100_records_points_to_jobs_and_the_command(api, fake_openai):
     records = [{"id": f"r{i}", "title": "t", "abstract": "a"} for i in range(101)]
     response = api.post(RUN, {"records": records}, format="json")
