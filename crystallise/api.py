@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import io
+import json
 import logging
+import re
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
@@ -39,7 +41,11 @@ def _flatten(detail) -> dict[str, list[str]]:
     def walk(prefix: str, value) -> None:
         if isinstance(value, dict):
             for key, sub in value.items():
-                walk(f"{prefix}.{key}" if prefix else str(key), sub)
+                # DRF's ListField reports items as {index: errors}: shown like list items, `inclusion[0]`.
+                if isinstance(key, int):
+                    walk(f"{prefix}[{key}]", sub)
+                else:
+                    walk(f"{prefix}.{key}" if prefix else str(key), sub)
         elif isinstance(value, list) and value and not all(isinstance(v, str) for v in value):
             for index, sub in enumerate(value):
                 if sub:
@@ -127,7 +133,25 @@ class LimitedJSONParser(BaseParser):
         data = stream.read(limit + 1) if stream is not None else b""
         if len(data) > limit:
             raise _TooLarge()
-        return JSONParser().parse(io.BytesIO(data), media_type, parser_context)
+        try:
+            parsed = JSONParser().parse(io.BytesIO(data), media_type, parser_context)
+        except RecursionError:
+            raise drf_exceptions.ParseError("JSON parse error - the body is nested too deeply.") from None
+        # "\ud800" is valid JSON but no text: it could not be stored (or encoded) later. Only
+        # bodies with surrogate escapes (also valid pairs, e.g. emoji from ensure_ascii) are checked.
+        if _SURROGATE_ESCAPE.search(data):
+            try:
+                json.dumps(parsed, ensure_ascii=False).encode("utf-8")
+            except UnicodeEncodeError:
+                raise drf_exceptions.ParseError(
+                    "JSON parse error - a string holds an unpaired UTF-16 surrogate escape (such as \\ud800); "
+                    "send valid Unicode text.") from None
+            except RecursionError:
+                raise drf_exceptions.ParseError("JSON parse error - the body is nested too deeply.") from None
+        return parsed
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 class _TooLarge(drf_exceptions.APIException):
@@ -136,10 +160,32 @@ class _TooLarge(drf_exceptions.APIException):
 
 
 class Cursor(CursorPagination):
+    """Cursor pages; a cursor or page size that cannot be used is a 400, never a silent default."""
+
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 1000
     ordering = "-created_at"
+
+    def get_page_size(self, request):
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw is None:
+            return self.page_size
+        try:
+            size = int(raw)
+        except ValueError:
+            size = 0
+        if not 1 <= size <= self.max_page_size:
+            raise ValidationError(f"page_size must be a whole number from 1 to {self.max_page_size}, not {raw!r}.",
+                                  errors={"page_size": [f"From 1 to {self.max_page_size}."]})
+        return size
+
+    def decode_cursor(self, request):
+        try:
+            return super().decode_cursor(request)
+        except drf_exceptions.NotFound:
+            raise ValidationError("Invalid cursor: pass the `next` or `previous` link of a page as given.",
+                                  errors={"cursor": ["Invalid cursor."]}) from None
 
 
 @functools.cache
@@ -226,8 +272,14 @@ def results_response(request, view, *, job, rows, exports, serializer_class, fil
 
 # --- plain Django views (outside DRF) ---------------------------------------
 
+@csrf_exempt  # another method is a 405 in the error shape, not a CSRF 403 page
 def healthz(request):
     """Liveness and readiness: the database answers and a worker has checked in recently."""
+    if request.method not in ("GET", "HEAD"):
+        response = JsonResponse(error_body(Category.VALIDATION, f"Method {request.method} not allowed: use GET."),
+                                status=405)
+        response["Allow"] = "GET, HEAD"
+        return response
     from django_q.models import Schedule  # noqa: F401  (ensures the app is loaded)
     from django_q.status import Stat
 

@@ -77,10 +77,12 @@ class JSONStringMixin:
 class CriteriaSerializer(JSONStringMixin, StrictSerializer):
     research_question = serializers.CharField(required=False, allow_blank=True, allow_null=True, max_length=2000)
     inclusion = serializers.ListField(
-        child=serializers.CharField(max_length=MAX_CRITERION_CHARS), required=False, max_length=MAX_CRITERIA, default=list
+        child=serializers.CharField(max_length=MAX_CRITERION_CHARS, allow_blank=True), required=False, max_length=MAX_CRITERIA,
+        default=list,
     )
     exclusion = serializers.ListField(
-        child=serializers.CharField(max_length=MAX_CRITERION_CHARS), required=False, max_length=MAX_CRITERIA, default=list
+        child=serializers.CharField(max_length=MAX_CRITERION_CHARS, allow_blank=True), required=False, max_length=MAX_CRITERIA,
+        default=list,
     )
 
     def validate(self, attrs):
@@ -96,6 +98,20 @@ class ClustersInSerializer(JSONStringMixin, StrictSerializer):
     by = serializers.ChoiceField(choices=["topic", "study_design", "none"], default="none")
     count = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=100)
     include = serializers.ListField(child=serializers.CharField(max_length=200), required=False, allow_null=True, allow_empty=False)
+
+    def validate(self, attrs):
+        # Study-design (and `none`) labels are fixed: a label outside them would silently exclude every paper.
+        # Topic labels come from the papers themselves, so they cannot be checked before clustering.
+        from screening.clustering import ALL_LABEL, DESIGN_LABELS
+
+        known = {"study_design": DESIGN_LABELS, "none": (ALL_LABEL,)}.get(attrs.get("by", "none"))
+        if known is not None and attrs.get("include"):
+            unknown = [label for label in attrs["include"] if label.casefold() not in known]
+            if unknown:
+                raise serializers.ValidationError(
+                    {"include": [f"Unknown label {unknown[0]!r} for by={attrs.get('by', 'none')!r}: "
+                                 f"use {', '.join(known)}."]})
+        return attrs
 
 
 class ScreeningJobCreateSerializer(StrictSerializer):

@@ -267,6 +267,12 @@ def test_resubmit_keeps_the_admin_key_and_its_budget(staff, fake_openai, run_que
     run_queue()
     response = action(staff, SCREENING, "resubmit_jobs", new.pk)
     assert "monthly budget" in page_messages(response)[0]
+    # Over the API the refusal is a 400 budget with the estimate, for a job and for consolidate.
+    for path, body in (("/v1/screening/jobs", {"criteria": {"inclusion": ["adults"]}, "papers": [paper("m1", "Triptans for migraine")]}),
+                       ("/v1/criteria/consolidate", {"criteria": [{"text": "adults", "kind": "inclusion"}]})):
+        refused = client.post(path, body, format="json")
+        assert refused.status_code == 400 and refused.json()["error_category"] == "budget"
+        assert refused.json()["estimated_cost_usd"] > 0 and "monthly budget" in refused.json()["detail"]
     key.revoke()
     response = action(staff, SCREENING, "resubmit_jobs", new.pk)
     assert "has been revoked" in page_messages(response)[0]

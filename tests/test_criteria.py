@@ -147,7 +147,7 @@ def test_budget_cap_refuses_before_any_call(api, fake_openai):
 
 @pytest.mark.parametrize("body, field", [
     ({"criteria": []}, "criteria"),
-    ({"criteria": [{"text": "x", "kind": "maybe"}]}, "criteria.0.kind"),
+    ({"criteria": [{"text": "x", "kind": "maybe"}]}, "criteria[0].kind"),
     ({"criteria": CRITERIA, "min_confidence": 2}, "min_confidence"),
     ({"criteria": CRITERIA, "bogus": 1}, "bogus"),
 ])

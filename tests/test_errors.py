@@ -57,3 +57,12 @@ def test_healthz_reports_database():
     response = Client().get("/healthz")
     assert response.status_code == 200
     assert response.json()["database"] == "ok"
+
+
+@pytest.mark.parametrize("method", ["post", "put", "delete"])
+def test_healthz_with_another_method_is_405_in_the_error_shape(method):
+    from django.test import Client
+
+    response = getattr(Client(enforce_csrf_checks=True), method)("/healthz")
+    assert response.status_code == 405 and response["Allow"] == "GET, HEAD"
+    assert response.json()["error_category"] == "validation"

@@ -265,3 +265,93 @@ def test_bad_input_with_a_per_request_key_stores_no_secret(api, unchanged, setti
 def test_unknown_routes_are_404_in_the_error_shape_for_every_method(api, method, path):
     # Was a CSRF 403 HTML page for anything but GET (found by the schemathesis run).
     assert_rejected(getattr(api, method)(path, {}, format="json"), 404, "not_found")
+
+
+@pytest.mark.parametrize(("path", "body", "key"), [
+    (URL, job(papers=[{"id": "1", "title": "Sumatriptan", "abstarct": "A randomized trial."}]), "papers"),
+    (URL, job(papers=[{"id": "1", "title": "T", "authors": ["Doe J"]}]), "papers"),
+    ("/v1/indexer/jobs", {"records": [{"id": "1", "title": "T", "abstract": "a", "journal": "J"}]}, "records"),
+    ("/v1/indexer/run", {"records": [{"id": "1", "titel": "T", "abstract": "a"}]}, "records"),
+])
+def test_an_unknown_field_in_a_paper_is_rejected_not_dropped(api, unchanged, settings, path, body, key):
+    """A misspelt key would otherwise silently lose the abstract (screened as empty, excluded)."""
+    settings.CRYSTALLISE_LLM_BACKEND = "mock"
+    response = assert_rejected(api.post(path, body, format="json"))
+    assert "unknown field" in response["errors"][key][0] and "[0]" in response["errors"][key][0]
+
+
+@pytest.mark.parametrize("path", ["/v1/screening/jobs", "/v1/indexer/jobs", "/v1/indexer/run", "/v1/criteria/consolidate"])
+@pytest.mark.parametrize("raw", [
+    b'{"papers": [{"id": "\\ud800", "title": "t"}], "records": [{"id": "1", "title": "\\udc00"}]}',
+    b'{"criteria": {"inclusion": ["adults \\ud83d"]}}',
+])
+def test_unpaired_surrogates_are_a_validation_error(api, unchanged, settings, path, raw):
+    settings.CRYSTALLISE_LLM_BACKEND = "mock"
+    body = assert_rejected(api.generic("POST", path, raw, content_type="application/json"))
+    assert "surrogate" in body["detail"]
+
+
+def test_a_valid_surrogate_pair_is_text(api, settings):
+    settings.CRYSTALLISE_LLM_BACKEND = "mock"
+    raw = json.dumps(job(papers=[{"id": "1", "title": "Migraine \U0001F600", "abstract": "x"}])).encode()
+    assert b"\\ud83d\\ude00" in raw  # json.dumps escapes it as a pair
+    response = api.generic("POST", URL, raw, content_type="application/json")
+    assert response.status_code == 202, response.content
+
+
+@pytest.mark.parametrize("path", ["/v1/screening/jobs", "/v1/criteria/consolidate"])
+def test_deeply_nested_json_is_a_validation_error(api, unchanged, path):
+    depth = 100_000
+    assert_rejected(api.generic("POST", path, b"[" * depth + b"]" * depth, content_type="application/json"))
+
+
+def test_list_items_in_errors_are_indexed_and_blank_criteria_dropped(api, settings):
+    settings.CRYSTALLISE_LLM_BACKEND = "mock"
+    body = assert_rejected(api.post(URL, job(criteria={"inclusion": ["adults", "x" * 1001]}), format="json"))
+    assert list(body["errors"]) == ["criteria.inclusion[1]"]
+    response = api.post(URL, job(criteria={"inclusion": ["adults", "   "], "exclusion": [""]}), format="json")
+    assert response.status_code == 202
+    assert response.json()["criteria"] == {"research_question": "", "inclusion": ["adults"], "exclusion": []}
+
+
+def test_a_nul_in_a_query_parameter_is_a_validation_error(api):
+    assert_rejected(api.get(URL, {"project_id": "a\x00b"}))
+    assert_rejected(api.get("/v1/indexer/jobs", {"status": "a\x00b"}))
+
+
+@pytest.mark.parametrize("params", [{"cursor": "garbage"}, {"page_size": "abc"}, {"page_size": "0"},
+                                    {"page_size": "-1"}, {"page_size": "5000"}])
+def test_bad_pagination_is_a_validation_error_not_a_missing_job(api, settings, params):
+    settings.CRYSTALLISE_LLM_BACKEND = "mock"
+    job_id = api.post(URL, job(), format="json").json()["id"]
+    for path in (URL, f"{URL}/{job_id}/results", "/v1/indexer/jobs"):
+        body = assert_rejected(api.get(path, params))
+        assert list(body["errors"]) == list(params)
+    assert api.get(URL, {"page_size": "1000"}).status_code == 200
+
+
+@pytest.mark.parametrize(("path", "multipart_ok"), [
+    ("/v1/screening/jobs", True), ("/v1/indexer/jobs", True),
+    ("/v1/criteria/consolidate", False), ("/v1/indexer/run", False),
+])
+def test_only_json_and_for_job_uploads_multipart_are_accepted(api, unchanged, path, multipart_ok):
+    form = api.generic("POST", path, "criteria=x&papers=y", content_type="application/x-www-form-urlencoded")
+    assert_rejected(form, 415)
+    if not multipart_ok:
+        assert_rejected(api.post(path, {"criteria": json.dumps(CRITERIA)}, format="multipart"), 415)
+
+
+@pytest.mark.parametrize(("clusters", "ok"), [
+    ({"by": "study_design", "include": ["randomised"]}, False),
+    ({"by": "study_design", "include": ["RCT", "cohort"]}, True),
+    ({"by": "none", "include": ["rct"]}, False),
+    ({"by": "topic", "include": ["anything, goes"]}, True),
+])
+def test_fixed_cluster_labels_are_checked(api, settings, clusters, ok):
+    settings.CRYSTALLISE_LLM_BACKEND = "mock"
+    response = api.post(URL, job(clusters=clusters), format="json")
+    if ok:
+        assert response.status_code == 202, response.json()
+    else:
+        body = assert_rejected(response)
+        assert list(body["errors"]) == ["clusters.include"] and "rct" in body["detail"] + str(body["errors"])

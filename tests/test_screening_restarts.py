@@ -182,6 +182,10 @@ def test_cancel_stops_llm_calls_within_seconds(api, fake_openai, settings):
     assert job.status == "cancelled"
     # No results were written after the cancel.
     assert ScreeningResult.objects.filter(job=job, created_at__gt=job.finished_at).count() == 0
+    # But what the provider billed is counted, the answers discarded after the cancel included.
+    assert job.screened < after_stop
+    assert job.input_tokens == fake_openai.stats["prompt_tokens"] and job.output_tokens == fake_openai.stats["completion_tokens"]
+    assert job.cost_usd > 0
 
 
 def test_runtime_budget_stop(api, fake_openai, settings):

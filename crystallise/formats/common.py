@@ -218,6 +218,13 @@ def normalize_papers(
                 raise invalid(
                     f"{field}[{index}]: each paper must be an object", field=field
                 )
+            # A JSON body is strict: a misspelt key ("abstarct") would otherwise drop data silently.
+            unknown = [key for key in item if key not in PAPER_FIELDS]
+            if unknown:
+                raise invalid(
+                    f"{field}[{index}]: unknown field {unknown[0]!r} (a paper has {', '.join(PAPER_FIELDS)})",
+                    field=field,
+                )
             yield f"{field}[{index}]", item
 
     return list(

@@ -44,5 +44,6 @@ def check_key_budget(*, caller: Caller, estimate: Decimal) -> None:
     if estimate > left:
         raise BudgetError(
             f"The estimated cost ${estimate:.6f} exceeds what is left of this API key's monthly budget "
-            f"(${max(left, Decimal(0)):.2f} of ${budget}).",
+            f"(${max(left, Decimal(0)):.6f} of ${budget}).",
+            extra={"estimated_cost_usd": float(estimate)},
         )

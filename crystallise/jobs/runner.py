@@ -228,6 +228,9 @@ class _Run:
             try:
                 if not (self.lost or self.db_failed):
                     await self.flush()
+                if self.lost and self.buffer:
+                    # Cancelled or superseded: these answers are not ours to write, but the provider billed them.
+                    await self.db_call(self.record_discarded_usage, self.buffer)
                 if crash is not None:
                     raise crash
                 settled = not (self.lost or self.db_failed or interrupted)
@@ -340,6 +343,7 @@ class _Run:
                 continue
             if not alive:
                 self.lost = True
+                self.buffer[:0] = batch  # discarded at the end, its usage recorded
             return
 
     # --- runs in the DB thread -------------------------------------------
@@ -368,6 +372,23 @@ class _Run:
             if batch:
                 self.kind.write(self.job, batch)
         return True
+
+    def record_discarded_usage(self, outcomes: list[Outcome]) -> None:
+        """Add the usage (and cost) of answers that are not written to the job's counters: what the job cost."""
+        usage = sum((o.usage for o in outcomes), Usage())
+        updates = {
+            "input_tokens": F("input_tokens") + usage.input_tokens,
+            "cached_input_tokens": F("cached_input_tokens") + usage.cached_input_tokens,
+            "output_tokens": F("output_tokens") + usage.output_tokens,
+            "reasoning_tokens": F("reasoning_tokens") + usage.reasoning_tokens,
+        }
+        if self.job.llm_backend != "mock":
+            updates["cost_usd"] = F("cost_usd") + cost_usd(self.job.model, usage)
+        try:
+            self.model.objects.filter(pk=self.job.pk).update(**updates)
+        except DatabaseError:
+            logger.warning("Job %s: could not record the usage of %d discarded answers.", self.job.pk, len(outcomes),
+                           exc_info=True)
 
     def conclude(self) -> str | None:
         if self.fatal is not None:
