@@ -6,13 +6,22 @@ from rest_framework import serializers
 
 
 class StrictSerializer(serializers.Serializer):
-    """Rejects unknown fields (a typo must not silently change a job)."""
+    """Rejects unknown fields (a typo must not silently change a job).
+
+    `exclusive`: two fields that are alternatives (inline data, or a file); sending both is
+    refused before either is validated, so the error says so rather than what is wrong with one.
+    """
+
+    exclusive: tuple[str, str] | None = None
 
     def to_internal_value(self, data):
-        if isinstance(data, dict):
-            unknown = sorted(set(data) - set(self.fields))
+        if hasattr(data, "keys"):
+            unknown = sorted(set(data.keys()) - set(self.fields))
             if unknown:
                 raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+            if self.exclusive and all(name in data for name in self.exclusive):
+                first, second = self.exclusive
+                raise serializers.ValidationError({first: [f"Send {first} or {second}, not both."]})
         return super().to_internal_value(data)
 
 

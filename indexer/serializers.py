@@ -100,9 +100,9 @@ class IndexJobCreateSerializer(_CommonIn):
                            too_many="At most {limit} records per job (got {got}).")
     records_file = serializers.FileField(required=False, help_text="CSV, RIS or JSONL file (multipart).")
 
+    exclusive = ("records", "records_file")
+
     def validate(self, attrs):
-        if "records" in attrs and "records_file" in attrs:
-            raise serializers.ValidationError({"records": ["Send records or records_file, not both."]})
         if "records" not in attrs and "records_file" not in attrs:
             raise serializers.ValidationError({"records": ["This field is required (or upload records_file)."]})
         return attrs

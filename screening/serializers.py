@@ -134,9 +134,9 @@ class ScreeningJobCreateSerializer(StrictSerializer):
             raise serializers.ValidationError(problem)
         return value
 
+    exclusive = ("papers", "papers_file")
+
     def validate(self, attrs):
-        if "papers" in attrs and "papers_file" in attrs:
-            raise serializers.ValidationError({"papers": ["Send papers or papers_file, not both."]})
         if "papers" not in attrs and "papers_file" not in attrs:
             raise serializers.ValidationError({"papers": ["This field is required (or upload papers_file)."]})
         return attrs

@@ -355,3 +355,13 @@ def test_fixed_cluster_labels_are_checked(api, settings, clusters, ok):
     else:
         body = assert_rejected(response)
         assert list(body["errors"]) == ["clusters.include"] and "rct" in body["detail"] + str(body["errors"])
+
+
+@pytest.mark.parametrize(("path", "inline", "upload"), [
+    ("/v1/screening/jobs", "papers", "papers_file"), ("/v1/indexer/jobs", "records", "records_file")])
+def test_inline_data_and_a_file_together_say_so(api, unchanged, settings, path, inline, upload):
+    settings.CRYSTALLISE_LLM_BACKEND = "mock"
+    data = {"criteria": json.dumps(CRITERIA)} if inline == "papers" else {}
+    data.update({inline: "[]", upload: SimpleUploadedFile("p.ris", RIS_OK.encode())})
+    body = assert_rejected(api.post(path, data, format="multipart"))
+    assert body["errors"] == {inline: [f"Send {inline} or {upload}, not both."]}

@@ -74,7 +74,9 @@ def parse_year(value: Any) -> int | None:
         if match:
             return int(match.group(1))
         raise ValueError(f"year {value.strip()[:40]!r} is not a year")
-    raise TypeError(f"year must be a number, not {type(value).__name__}")
+    if isinstance(value, float):
+        raise ValueError(f"year {value!r} is not a whole four-digit year")
+    raise TypeError(f"year must be a four-digit number or string, not {type(value).__name__}")
 
 
 def find_year(value: Any) -> int | None:
