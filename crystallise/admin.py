@@ -14,7 +14,9 @@ class ApiKeyAdmin(admin.ModelAdmin):
                     "month_spend", "monthly_budget_usd")
     list_filter = ("is_active",)
     search_fields = ("name", "prefix")
-    readonly_fields = ("prefix", "created_at", "revoked_at", "last_used_at", "request_count", "spend", "month_spend")
+    # Active/revoked changes only through the actions (revoke() stamps revoked_at; reactivate() clears it).
+    readonly_fields = ("is_active", "prefix", "created_at", "revoked_at", "last_used_at", "request_count", "spend",
+                       "month_spend")
     fields = ("name", "monthly_budget_usd", "is_active", "prefix", "created_at", "revoked_at", "last_used_at",
               "request_count", "spend", "month_spend")
     actions = ("revoke_keys", "reactivate_keys")

@@ -62,12 +62,26 @@ def sign(body: bytes, timestamp: int) -> str:
     return f"t={timestamp},v1={digest}"
 
 
-def deliver(url: str, payload: dict, *, backoff: float = 2.0) -> tuple[bool, int]:
-    """POST the payload; returns (delivered, attempts). 2xx is success; other answers are retried."""
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is an answer, not an instruction: following it would reach an address nobody checked."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
+def deliver(url: str, payload: dict, *, backoff: float = 2.0) -> tuple[bool, int, str | None]:
+    """POST the payload; returns (delivered, attempts, why it failed). 2xx is success; other answers are retried.
+
+    Redirects are not followed (a 3xx is a failure), so the address checked is the address reached.
+    """
     body = json.dumps(payload, default=str).encode()
     if (problem := check_url(url)) is not None:
         logger.warning("Callback not sent: %s", problem)
-        return False, 0
+        return False, 0, f"Not sent: {problem}"
+    error = None
     for attempt in range(1, ATTEMPTS + 1):
         timestamp = int(time.time())
         request = urllib.request.Request(url, data=body, method="POST", headers={
@@ -76,11 +90,17 @@ def deliver(url: str, payload: dict, *, backoff: float = 2.0) -> tuple[bool, int
             "X-Crystallise-Signature": sign(body, timestamp),
         })
         try:
-            with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
+            with _OPENER.open(request, timeout=TIMEOUT) as response:
                 if 200 <= response.status < 300:
-                    return True, attempt
+                    return True, attempt, None
+                error = f"The receiver answered HTTP {response.status}."
+        except urllib.error.HTTPError as exc:
+            moved = " (redirects are not followed)" if 300 <= exc.code < 400 else ""
+            error = f"The receiver answered HTTP {exc.code}{moved}."
         except (urllib.error.URLError, OSError, ValueError) as exc:
-            logger.warning("Callback to %s failed (attempt %d): %s", url, attempt, exc)
+            reason = getattr(exc, "reason", exc)
+            error = f"Could not reach the receiver: {reason}."
+        logger.warning("Callback to %s failed (attempt %d): %s", url, attempt, error)
         if attempt < ATTEMPTS:
             time.sleep(backoff * (2 ** (attempt - 1)))
-    return False, ATTEMPTS
+    return False, ATTEMPTS, error

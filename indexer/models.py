@@ -47,6 +47,12 @@ class Record(models.Model):
         return self.record_id
 
 
+class IndexResultQuerySet(models.QuerySet):
+    def listing(self) -> IndexResultQuerySet:
+        """Results with the record fields a result shows (id, title): not its abstract."""
+        return self.select_related("record").defer("record__abstract")
+
+
 class IndexResult(models.Model):
     job = models.ForeignKey(IndexJob, on_delete=models.CASCADE, related_name="results")
     # One result per record, enforced by the database.
@@ -61,6 +67,8 @@ class IndexResult(models.Model):
     cached_input_tokens = models.PositiveIntegerField(default=0)
     output_tokens = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = IndexResultQuerySet.as_manager()
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["job", "position"], name="indexer_result_position")]

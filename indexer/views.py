@@ -126,7 +126,7 @@ class JobResults(APIView):
     )
     def get(self, request, job_id):
         job = get_job(request, job_id)
-        rows = IndexResult.objects.filter(job=job).select_related("record")
+        rows = IndexResult.objects.filter(job=job).listing()
         if wanted := request.query_params.get("indexing_status"):
             if wanted not in Status.ALL:
                 raise ValidationError(f"Unknown indexing_status {wanted!r}.",

@@ -21,7 +21,7 @@ class ScreeningJobAdmin(JobAdmin):
                            "finished_at", "run_time")}),
         ("Submitted by", {"fields": ("api_key_label", "openai_key_source", "owner", "idempotency_key")}),
         ("Inputs", {"fields": ("criteria_summary", "threshold", "clusters_summary", "callback_url")}),
-        ("Progress", {"fields": ("progress_detail", "results_link", "callback_status", "callback_attempts")}),
+        ("Progress", {"fields": ("progress_detail", "results_link", "callback_status", "callback_attempts", "callback_error")}),
         ("Clusters", {"fields": ("cluster_table",)}),
         ("Cost", {"fields": ("estimated", "actual", "cap", "usage_summary")}),
         ("Error", {"fields": ("error_category", "error_message")}),

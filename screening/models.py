@@ -22,6 +22,8 @@ class ScreeningJob(BaseJob):
     callback_url = models.URLField(max_length=2000, null=True, blank=True)
     callback_status = models.CharField(max_length=32, null=True, blank=True)
     callback_attempts = models.PositiveSmallIntegerField(default=0)
+    # Why the last delivery failed (the receiver's status, or why it was not reached).
+    callback_error = models.TextField(null=True, blank=True)
 
     class Meta(BaseJob.Meta):
         constraints = [
@@ -67,6 +69,12 @@ class Decision(models.TextChoices):
     EXCLUDE = "exclude"
 
 
+class ScreeningResultQuerySet(models.QuerySet):
+    def listing(self) -> ScreeningResultQuerySet:
+        """Results with the paper fields a result shows (id, title): not its abstract, up to 20,000 characters."""
+        return self.select_related("paper").defer("paper__abstract", "paper__keywords", "paper__year", "paper__doi")
+
+
 class ScreeningResult(models.Model):
     job = models.ForeignKey(ScreeningJob, on_delete=models.CASCADE, related_name="results")
     # One result per paper, enforced by the database.
@@ -87,6 +95,8 @@ class ScreeningResult(models.Model):
     cached_input_tokens = models.PositiveIntegerField(default=0)
     output_tokens = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = ScreeningResultQuerySet.as_manager()
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["job", "position"], name="screening_result_position")]

@@ -200,6 +200,7 @@ class ScreeningJobSerializer(ReadOnlySerializer):
     updated_at = serializers.DateTimeField(read_only=True)
     callback_url = serializers.CharField(allow_null=True, read_only=True)
     callback_status = serializers.CharField(allow_null=True, read_only=True)
+    callback_error = serializers.CharField(allow_null=True, read_only=True)
     progress = serializers.SerializerMethodField()
     usage = serializers.SerializerMethodField()
     estimated_cost_usd = CostField()
@@ -231,5 +232,5 @@ class ScreeningJobSerializer(ReadOnlySerializer):
     def get_results(self, job: ScreeningJob):
         if not self.context.get("inline_results") or job.total > INLINE_RESULTS_LIMIT:
             return None
-        rows = ScreeningResult.objects.filter(job=job).select_related("paper").order_by("position")
+        rows = ScreeningResult.objects.filter(job=job).listing().order_by("position")
         return ScreeningResultSerializer(rows, many=True).data

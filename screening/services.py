@@ -162,7 +162,7 @@ def callback_enqueue(*, job_id) -> None:
     if ScreeningJob.objects.filter(pk=job_id, callback_url__isnull=False).exists():
         from django_q.tasks import async_task
 
-        ScreeningJob.objects.filter(pk=job_id).update(callback_status="pending")
+        ScreeningJob.objects.filter(pk=job_id).update(callback_status="pending", callback_error=None)
         async_task("screening.tasks.deliver_screening_callback", str(job_id))
 
 
@@ -179,9 +179,10 @@ def callback_deliver(*, job_id, backoff: float = 2.0) -> str | None:
         "error_category": job.error_category, "error_message": job.error_message,
         "usage": job.usage_dict(), "cost_usd": float(job.cost_usd), "finished_at": job.finished_at,
     }
-    delivered, attempts = callbacks.deliver(job.callback_url, payload, backoff=backoff)
+    delivered, attempts, error = callbacks.deliver(job.callback_url, payload, backoff=backoff)
     status = "delivered" if delivered else "failed"
-    ScreeningJob.objects.filter(pk=job.pk).update(callback_status=status, callback_attempts=attempts)
+    ScreeningJob.objects.filter(pk=job.pk).update(callback_status=status, callback_attempts=attempts,
+                                                  callback_error=error)
     return status
 
 

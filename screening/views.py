@@ -140,7 +140,7 @@ class JobResults(APIView):
     )
     def get(self, request, job_id):
         job = get_job(request, job_id)
-        rows = ScreeningResult.objects.filter(job=job).select_related("paper")
+        rows = ScreeningResult.objects.filter(job=job).listing()
         params = request.query_params
         if decision := params.get("decision"):
             if decision == "error":

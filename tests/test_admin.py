@@ -345,6 +345,10 @@ def test_budget_name_and_revocation_are_editable(staff):
     action(staff, KEYS, "reactivate_keys", key.pk)
     key.refresh_from_db()
     assert key.is_active and key.revoked_at is None
+    # The change form cannot flip it behind the actions' back (revoked_at would not follow).
+    staff.post(f"{KEYS}{key.pk}/change/", {"name": "lab-2", "monthly_budget_usd": "12.50"})
+    key.refresh_from_db()
+    assert key.is_active and key.revoked_at is None
 
 
 def test_secrets_never_appear_in_admin_html(staff, fake_openai, run_queue):

@@ -125,3 +125,38 @@ def test_a_poll_is_a_fixed_small_number_of_queries(api, settings, key_kind):
     assert len(reads) == {"env": 2, "admin": 3, "dev": 3}[key_kind], sql
     job_reads = [s for s in reads if "screening_screeningjob" in s and "screening_screeningresult" not in s]
     assert len(job_reads) == 1 and "cluster_assignments" not in job_reads[0]
+
+
+def _reads(api, path, params=None) -> list[str]:
+    with CaptureQueriesContext(connection) as queries:
+        response = api.get(path, params or {})
+    assert response.status_code == 200, response.content[:300]
+    return [q["sql"] for q in queries.captured_queries if q["sql"].lstrip().upper().startswith("SELECT")]
+
+
+def test_lists_and_result_pages_cost_the_same_queries_for_1_or_30_rows_and_skip_abstracts(api, settings, run_queue):
+    """No N+1 on any list endpoint; result rows (and inline results) never read the papers' abstracts."""
+    settings.CRYSTALLISE_LLM_BACKEND = "mock"
+    first = api.post("/v1/screening/jobs", {"criteria": CRITERIA, "papers": PAPERS[:1]}, format="json").json()["id"]
+    indexed = api.post("/v1/indexer/jobs", {"records": [{"id": "r0", "title": "T", "abstract": "short"}]},
+                       format="json").json()["id"]
+    run_queue()
+    paths = ["/v1/screening/jobs", "/v1/indexer/jobs", f"/v1/screening/jobs/{first}/results",
+             f"/v1/indexer/jobs/{indexed}/results", f"/v1/screening/jobs/{first}"]
+    few = {path: len(_reads(api, path)) for path in paths}
+    for _ in range(29):
+        api.post("/v1/screening/jobs", {"criteria": CRITERIA, "papers": PAPERS[:1]}, format="json")
+    many_papers = [paper(f"m{i}", f"Trial {i}", "A randomized trial of migraine treatment. " * 40) for i in range(30)]
+    big = api.post("/v1/screening/jobs", {"criteria": CRITERIA, "papers": many_papers}, format="json").json()["id"]
+    records = [{"id": f"r{i}", "title": "T", "abstract": "word " * 30} for i in range(30)]
+    indexed_big = api.post("/v1/indexer/jobs", {"records": records}, format="json").json()["id"]
+    run_queue()
+    bigger = {"/v1/screening/jobs": "/v1/screening/jobs", "/v1/indexer/jobs": "/v1/indexer/jobs",
+              f"/v1/screening/jobs/{first}/results": f"/v1/screening/jobs/{big}/results",
+              f"/v1/indexer/jobs/{indexed}/results": f"/v1/indexer/jobs/{indexed_big}/results",
+              f"/v1/screening/jobs/{first}": f"/v1/screening/jobs/{big}"}
+    for small, large in bigger.items():
+        reads = _reads(api, large, {"page_size": 100} if "jobs/" not in large or "results" in large else None)
+        assert len(reads) == few[small], (large, reads)
+        result_reads = [s for s in reads if "result" in s]
+        assert all('"abstract"' not in s for s in result_reads), (large, result_reads)

@@ -324,6 +324,48 @@ def test_completion_callback_is_signed_and_recorded(api, fake_openai, run_queue,
     assert hmac.compare_digest(v1, hmac.new(secret(), f"{t}.".encode() + body, hashlib.sha256).hexdigest())
     assert json.loads(body)["status"] == "completed" and json.loads(body)["id"] == job["id"]
     assert api.get(f"{URL}/{job['id']}").json()["callback_status"] == "delivered"
+    assert api.get(f"{URL}/{job['id']}").json()["callback_error"] is None
+
+
+def test_a_callback_redirect_is_not_followed_and_the_failure_is_recorded(api, fake_openai, run_queue, settings):
+    """A receiver answering 302 cannot send the service's request anywhere else (an address nobody checked)."""
+    settings.CRYSTALLISE_CALLBACK_ALLOW_PRIVATE = True
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    seen = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):
+            seen.append(("POST", self.path))
+            self.send_response(302 if self.path == "/hook" else 500)
+            self.send_header("Location", "/internal")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def do_GET(self):
+            seen.append(("GET", self.path))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        job = submit(api, callback_url=f"http://127.0.0.1:{server.server_port}/hook").json()
+        run_queue()
+        from screening.services import callback_deliver
+
+        body = api.get(f"{URL}/{job['id']}").json()
+        assert body["callback_status"] == "failed"
+        assert body["callback_error"] == "The receiver answered HTTP 302 (redirects are not followed)."
+        assert set(seen) == {("POST", "/hook")}  # retried, never redirected
+        ScreeningJob.objects.filter(pk=job["id"]).update(callback_url=f"http://127.0.0.1:{server.server_port}/boom")
+        callback_deliver(job_id=job["id"], backoff=0)
+        assert api.get(f"{URL}/{job['id']}").json()["callback_error"] == "The receiver answered HTTP 500."
+    finally:
+        server.shutdown()
 
 
 def test_screen_command_runs_the_pipeline(fake_openai, tmp_path, capsys):

@@ -4,23 +4,9 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from django.db.models import Sum
-from django.utils import timezone
-
 from crystallise.auth import Caller
 from crystallise.errors import BudgetError
 from crystallise.models import ApiKey
-
-
-def month_spend(api_key_id) -> Decimal:
-    """Actual spend this calendar month (UTC) of every job submitted with the key."""
-    from crystallise.jobs.models import BaseJob
-
-    start = timezone.now().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    total = Decimal("0")
-    for model in BaseJob.__subclasses__():
-        total += model.objects.filter(api_key_id=api_key_id, created_at__gte=start).aggregate(s=Sum("cost_usd"))["s"] or 0
-    return total
 
 
 def check_budget(*, caller: Caller | None, estimate: Decimal, cap, advice: str) -> None:
@@ -37,10 +23,13 @@ def check_budget(*, caller: Caller | None, estimate: Decimal, cap, advice: str) 
 def check_key_budget(*, caller: Caller, estimate: Decimal) -> None:
     if caller.api_key_id is None:
         return
-    budget = ApiKey.objects.filter(pk=caller.api_key_id).values_list("monthly_budget_usd", flat=True).first()
-    if budget is None:
+    # The same month's spend the admin shows (ApiKey.with_spend): one rule, one query.
+    row = (ApiKey.objects.filter(pk=caller.api_key_id, monthly_budget_usd__isnull=False).with_spend()
+           .values_list("monthly_budget_usd", "month_spend_usd").first())
+    if row is None:
         return
-    left = Decimal(budget) - month_spend(caller.api_key_id)
+    budget, spent = row
+    left = Decimal(budget) - spent
     if estimate > left:
         raise BudgetError(
             f"The estimated cost ${estimate:.6f} exceeds what is left of this API key's monthly budget "

@@ -67,14 +67,14 @@ def jobs_recover(*, model: type[BaseJob], task: str) -> dict[str, int]:
     """
     counts = {"resumed": 0, "requeued": 0}
     now = timezone.now()
-    for job in model.objects.stale():
+    for job in model.objects.stale().only("pk"):
         job_enqueue_now(job=job, task=task)
         counts["resumed"] += 1
     # A pending job's heartbeat is its last enqueue time; a job never enqueued (the web process died
     # between saving and enqueueing it, or a CLI run stopped before starting it) has none.
     cutoff = now - REENQUEUE_AFTER
     waiting = Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, created_at__lt=cutoff)
-    for job in model.objects.filter(waiting, status=JobStatus.PENDING):
+    for job in model.objects.filter(waiting, status=JobStatus.PENDING).only("pk"):
         job_enqueue_now(job=job, task=task)
         counts["requeued"] += 1
     return counts
