@@ -1,7 +1,14 @@
-"""gunicorn settings, read from the working directory (the Docker image and `.ci`/bench runs start there).
+"""gunicorn settings, read from the working directory (the Docker image runs it there).
 
-The worker timeout must exceed CRYSTALLISE_SYNC_TIMEOUT (25 s by default), the time limit of the
-synchronous LLM endpoints: they then always answer in JSON instead of being killed mid-request.
+The worker timeout stays above CRYSTALLISE_SYNC_TIMEOUT (25 s by default), the time limit of the
+synchronous LLM endpoints, so they always answer in JSON instead of being killed mid-request.
 """
 
-timeout = 60
+import math
+import os
+
+try:
+    _sync = float(os.environ.get("CRYSTALLISE_SYNC_TIMEOUT") or 25)
+except ValueError:  # the settings refuse it with a clear message when the app loads
+    _sync = 25.0
+timeout = max(60, math.ceil(_sync) + 30) if math.isfinite(_sync) else 60

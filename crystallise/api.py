@@ -10,7 +10,8 @@ import re
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
-from django.db import connection
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import DataError, connection
 from django.http import Http404, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions as drf_exceptions
@@ -184,8 +185,20 @@ class Cursor(CursorPagination):
         try:
             return super().decode_cursor(request)
         except drf_exceptions.NotFound:
-            raise ValidationError("Invalid cursor: pass the `next` or `previous` link of a page as given.",
-                                  errors={"cursor": ["Invalid cursor."]}) from None
+            raise _bad_cursor() from None
+
+    def paginate_queryset(self, queryset, request, view=None):
+        # A cursor that decodes but holds a position that is not one (crafted or corrupted)
+        # fails when the page is read: it is the same bad cursor, not a server error.
+        try:
+            return super().paginate_queryset(queryset, request, view)
+        except (ValueError, TypeError, DjangoValidationError, DataError):
+            raise _bad_cursor() from None
+
+
+def _bad_cursor() -> ValidationError:
+    return ValidationError("Invalid cursor: pass the `next` or `previous` link of a page as given.",
+                           errors={"cursor": ["Invalid cursor."]})
 
 
 @functools.cache

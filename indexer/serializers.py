@@ -6,7 +6,7 @@ from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from crystallise.formats import MAX_ABSTRACT_CHARS, MAX_TITLE_CHARS, normalize_papers
+from crystallise.formats import MAX_ABSTRACT_CHARS, MAX_TITLE_CHARS, item_error, normalize_papers
 from crystallise.jobs.models import JobStatus
 from crystallise.serializers import CostField, ReadOnlySerializer, StrictSerializer, UsageSerializer
 from indexer.models import IndexJob, IndexResult
@@ -50,11 +50,11 @@ class RecordsField(serializers.Field):
         for index, (raw, paper) in enumerate(zip(data, papers, strict=True)):
             abstract = raw.get("abstract") if isinstance(raw, dict) else None
             if abstract is not None and not isinstance(abstract, str):
-                raise serializers.ValidationError(f"records[{index}].abstract must be a string or null.")
+                raise item_error("records", index, ".abstract must be a string or null.")
             if len(paper["title"]) > MAX_TITLE_CHARS:
-                raise serializers.ValidationError(f"records[{index}].title is longer than {MAX_TITLE_CHARS} characters.")
+                raise item_error("records", index, f".title is longer than {MAX_TITLE_CHARS} characters.")
             if abstract is not None and len(abstract) > MAX_ABSTRACT_CHARS:
-                raise serializers.ValidationError(f"records[{index}].abstract is longer than {MAX_ABSTRACT_CHARS} characters.")
+                raise item_error("records", index, f".abstract is longer than {MAX_ABSTRACT_CHARS} characters.")
             out.append({"id": paper["id"], "title": paper["title"], "abstract": abstract})
         return out
 

@@ -6,7 +6,7 @@ from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from crystallise.formats import MAX_ABSTRACT_CHARS, MAX_TITLE_CHARS, normalize_papers
+from crystallise.formats import MAX_ABSTRACT_CHARS, MAX_TITLE_CHARS, item_error, normalize_papers
 from crystallise.jobs.models import JobStatus
 from crystallise.serializers import CostField, NumberField, ReadOnlySerializer, StrictSerializer, UsageSerializer
 from screening.models import ScreeningJob, ScreeningResult
@@ -48,11 +48,11 @@ class PapersField(serializers.Field):
             # PostgreSQL text and jsonb cannot hold NUL (the INSERT would fail with a 500);
             # uploaded files with NUL bytes are refused the same way.
             if "\x00" in paper["title"] or "\x00" in paper["abstract"] or any("\x00" in k for k in paper["keywords"]):
-                raise serializers.ValidationError(f"papers[{index}] contains a NUL character; send UTF-8 text without NUL.")
+                raise item_error("papers", index, " contains a NUL character; send UTF-8 text without NUL.")
             if len(paper["title"]) > MAX_TITLE_CHARS:
-                raise serializers.ValidationError(f"papers[{index}].title is longer than {MAX_TITLE_CHARS} characters.")
+                raise item_error("papers", index, f".title is longer than {MAX_TITLE_CHARS} characters.")
             if len(paper["abstract"]) > MAX_ABSTRACT_CHARS:
-                raise serializers.ValidationError(f"papers[{index}].abstract is longer than {MAX_ABSTRACT_CHARS} characters.")
+                raise item_error("papers", index, f".abstract is longer than {MAX_ABSTRACT_CHARS} characters.")
         return papers
 
 

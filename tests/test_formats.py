@@ -491,3 +491,21 @@ def test_dump_jsonl_round_trip():
     assert "".join(lines).splitlines() == [line.rstrip("\n") for line in lines]
     assert json.loads(lines[0])["reasoning"] == "line\u2028separator"
     assert parse_papers("".join(lines).encode(), filename="r.jsonl") == papers
+
+
+@pytest.mark.parametrize(("name", "content", "message"), [
+    ("papers.csv", "id,title,abstarct\n1,T,A randomized trial\n", "CSV column 'abstarct' looks like a misspelling of 'abstract'"),
+    ("papers.jsonl", '{"id": "j1", "title": "T", "abstarct": "typo"}\n', "line 1: field 'abstarct' looks like a misspelling of 'abstract'"),
+    ("papers.json", '[{"id": "j1", "titel": "T", "abstract": "A"}]', "field 'titel' looks like a misspelling of 'title'"),
+])
+def test_a_misspelt_field_in_a_file_is_refused_not_dropped(name, content, message):
+    with pytest.raises(ValidationError) as info:
+        parse_papers(content.encode(), filename=name)
+    assert message in info.value.detail
+
+
+def test_extra_columns_and_keys_that_are_not_typos_are_ignored():
+    csv_text = "id,title,abstract,authors,journal,label_included\n1,T,A trial,Doe J,Lancet,1\n"
+    assert parse_papers(csv_text.encode(), filename="p.csv")[0]["abstract"] == "A trial"
+    jsonl = '{"id": "1", "title": "T", "abstract": "A trial", "authors": ["Doe J"], "uid": 5}\n'
+    assert parse_papers(jsonl.encode(), filename="p.jsonl")[0]["title"] == "T"

@@ -277,7 +277,8 @@ def test_an_unknown_field_in_a_paper_is_rejected_not_dropped(api, unchanged, set
     """A misspelt key would otherwise silently lose the abstract (screened as empty, excluded)."""
     settings.CRYSTALLISE_LLM_BACKEND = "mock"
     response = assert_rejected(api.post(path, body, format="json"))
-    assert "unknown field" in response["errors"][key][0] and "[0]" in response["errors"][key][0]
+    assert list(response["errors"]) == [f"{key}[0]"] and "unknown field" in response["errors"][f"{key}[0]"][0]
+    assert ("a record has" if key == "records" else "a paper has") in response["detail"]
 
 
 @pytest.mark.parametrize("path", ["/v1/screening/jobs", "/v1/indexer/jobs", "/v1/indexer/run", "/v1/criteria/consolidate"])
@@ -319,7 +320,7 @@ def test_a_nul_in_a_query_parameter_is_a_validation_error(api):
     assert_rejected(api.get("/v1/indexer/jobs", {"status": "a\x00b"}))
 
 
-@pytest.mark.parametrize("params", [{"cursor": "garbage"}, {"page_size": "abc"}, {"page_size": "0"},
+@pytest.mark.parametrize("params", [{"cursor": "garbage"}, {"cursor": "cD1hYmM="}, {"cursor": "cD0lMDA="}, {"page_size": "abc"}, {"page_size": "0"},
                                     {"page_size": "-1"}, {"page_size": "5000"}])
 def test_bad_pagination_is_a_validation_error_not_a_missing_job(api, settings, params):
     settings.CRYSTALLISE_LLM_BACKEND = "mock"
@@ -328,6 +329,9 @@ def test_bad_pagination_is_a_validation_error_not_a_missing_job(api, settings, p
         body = assert_rejected(api.get(path, params))
         assert list(body["errors"]) == list(params)
     assert api.get(URL, {"page_size": "1000"}).status_code == 200
+    # "p=2026" is a position a results page can hold (an empty page), but not a job list's timestamp.
+    assert api.get(f"{URL}/{job_id}/results", {"cursor": "cD0yMDI2"}).json()["results"] == []
+    assert list(assert_rejected(api.get(URL, {"cursor": "cD0yMDI2"}))["errors"]) == ["cursor"]
 
 
 @pytest.mark.parametrize(("path", "multipart_ok"), [

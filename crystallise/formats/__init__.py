@@ -21,6 +21,7 @@ from .common import (
     MAX_TITLE_CHARS,
     PAPER_FIELDS,
     invalid,
+    item_error,
     normalize_papers,
     validate_stream,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "PAPER_FIELDS",
     "decode_text",
     "detect_format",
+    "item_error",
     "iter_papers",
     "normalize_papers",
     "parse_papers",

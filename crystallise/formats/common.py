@@ -156,6 +156,30 @@ def normalize_paper(
         raise invalid(f"{where}: {exc}", field=field) from None
 
 
+def _one_edit_apart(a: str, b: str) -> bool:
+    """True when `a` becomes `b` by one insertion, deletion, substitution or swap of neighbours."""
+    if a == b or abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        diff = [i for i in range(len(a)) if a[i] != b[i]]
+        return len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1
+                                  and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]])
+    short, long_ = (a, b) if len(a) < len(b) else (b, a)
+    return any(long_[:i] + long_[i + 1:] == short for i in range(len(long_)))
+
+
+def misspelt_field(name: str) -> str | None:
+    """The paper field `name` is one typo away from ("abstarct" → "abstract"), else None.
+
+    Files may carry columns and keys the service does not use, and those are ignored; but
+    one that is a typo of a field it does use would silently drop that field's data.
+    """
+    key = re.sub(r"[\s_-]+", "_", str(name).strip().lower())
+    if len(key) < 4 or key in PAPER_FIELDS:
+        return None
+    return next((known for known in PAPER_FIELDS if _one_edit_apart(key, known)), None)
+
+
 def validate_stream(
     records: Iterable[tuple[str, Mapping[str, Any]]],
     *,
@@ -172,8 +196,13 @@ def validate_stream(
     first_seen: dict[str, str] = {}
     duplicates: dict[str, list[str]] = {}
     count = 0
+    checked_keys: set[str] = set()
     for where, raw in records:
         count += 1
+        for key in raw.keys() - checked_keys:
+            if (known := misspelt_field(key)) is not None:
+                raise invalid(f"{where}: field {key!r} looks like a misspelling of {known!r}; rename it", field=field)
+            checked_keys.add(key)
         if max_records is not None and count > max_records:
             raise invalid(
                 f"too many papers: more than {max_records} (the limit per job)",
@@ -214,6 +243,8 @@ def normalize_papers(
 ) -> list[dict]:
     """Validate a JSON `papers` list with the same rules as uploaded files."""
 
+    noun = "record" if field == "records" else "paper"
+
     def located() -> Iterator[tuple[str, Mapping[str, Any]]]:
         for index, item in enumerate(papers):
             if not isinstance(item, Mapping):
@@ -224,19 +255,30 @@ def normalize_papers(
             unknown = [key for key in item if key not in PAPER_FIELDS]
             if unknown:
                 raise invalid(
-                    f"{field}[{index}]: unknown field {unknown[0]!r} (a paper has {', '.join(PAPER_FIELDS)})",
+                    f"{field}[{index}]: unknown field {unknown[0]!r} (a {noun} has {', '.join(PAPER_FIELDS)})",
                     field=field,
                 )
             yield f"{field}[{index}]", item
 
-    return list(
-        validate_stream(
-            located(),
-            max_records=max_records,
-            field=field,
-            empty_detail=f"{field} is empty",
+    try:
+        return list(
+            validate_stream(
+                located(),
+                max_records=max_records,
+                field=field,
+                empty_detail=f"{field} is empty",
+            )
         )
-    )
+    except ValidationError as exc:
+        # The error names the item as its key too ("papers[3]"), like every other list item.
+        if (where := re.match(rf"{re.escape(field)}\[\d+\]", exc.detail)) and exc.errors and field in exc.errors:
+            exc.errors = {where.group(0): exc.errors[field]}
+        raise
+
+
+def item_error(field: str, index: int, detail: str) -> ValidationError:
+    """A problem with one item of a JSON list (`papers[3]`), keyed by the item."""
+    return ValidationError(f"{field}[{index}]{detail}", errors={f"{field}[{index}]": [f"{field}[{index}]{detail}"]})
 
 
 def one_line(value: Any) -> str:

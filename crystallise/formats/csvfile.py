@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from .common import invalid, iter_lines
+from .common import invalid, iter_lines, misspelt_field
 
 CONTENT_TYPE = "text/csv"
 EXPECTED_COLUMNS = ("id", "title", "abstract", "keywords", "year", "doi")
@@ -65,6 +65,8 @@ def _columns(header: Sequence[str]) -> dict[str, int]:
     for index, name in enumerate(header):
         key = _ALIASES.get(_normalise_header(name))
         if key is None:
+            if (known := misspelt_field(name)) is not None:
+                raise invalid(f"CSV column {name.strip()!r} looks like a misspelling of {known!r}; rename it")
             continue
         if key in columns:
             raise invalid(

@@ -245,7 +245,7 @@ CRYSTALLISE_LLM_CONCURRENCY = env_int_between("CRYSTALLISE_LLM_CONCURRENCY", 32,
 CRYSTALLISE_LLM_TIMEOUT = env_float_between("CRYSTALLISE_LLM_TIMEOUT", 60.0, 0.1, 3600)
 CRYSTALLISE_LLM_MAX_ATTEMPTS = env_int_between("CRYSTALLISE_LLM_MAX_ATTEMPTS", 5, 1, 20)
 # Time limit (s) of a synchronous LLM endpoint (/v1/criteria/consolidate, /v1/indexer/run),
-# retries included; keep it below the web server's worker timeout (gunicorn.conf.py: 60 s).
+# retries included; the web server's worker timeout must stay above it (gunicorn.conf.py does so).
 CRYSTALLISE_SYNC_TIMEOUT = env_float_between("CRYSTALLISE_SYNC_TIMEOUT", 25.0, 1, 600)
 # Backoff base for transient LLM errors without a Retry-After (seconds).
 CRYSTALLISE_LLM_BACKOFF = env_float_between("CRYSTALLISE_LLM_BACKOFF", 0.5, 0, 60)
