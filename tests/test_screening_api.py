@@ -368,6 +368,35 @@ def test_a_callback_redirect_is_not_followed_and_the_failure_is_recorded(api, fa
         server.shutdown()
 
 
+def test_a_callback_connects_only_to_the_address_it_checked(monkeypatch, settings):
+    """DNS rebinding: the name resolves to a public address when checked, to loopback a moment later."""
+    import socket
+
+    from crystallise import callbacks
+
+    settings.CRYSTALLISE_CALLBACK_ALLOW_PRIVATE = False
+    answers = iter([[(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", 80))]]
+                   + [[(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", 80))]] * 5)
+    connected = []
+
+    class Network:
+        SOCK_STREAM, gaierror = socket.SOCK_STREAM, socket.gaierror
+
+        @staticmethod
+        def getaddrinfo(host, port, type=0):
+            return next(answers)
+
+        @staticmethod
+        def create_connection(address, timeout=None):
+            connected.append(address)
+            raise ConnectionRefusedError("refused")
+
+    monkeypatch.setattr(callbacks, "socket", Network)
+    delivered, attempts, error = callbacks.deliver("http://hook.example.org/x", {"id": "1"}, backoff=0)
+    assert connected == [("93.184.216.34", 80)]  # the checked address, never the rebound one
+    assert (delivered, attempts) == (False, 1) and error.startswith("Not sent: callback_url must point to a public")
+
+
 def test_screen_command_runs_the_pipeline(fake_openai, tmp_path, capsys):
     from django.core.management import call_command
 
