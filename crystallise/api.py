@@ -233,19 +233,17 @@ def jobs_response(request, view, *, jobs, serializer_class):
     return Response({"results": data, "next": paginator.get_next_link(), "previous": paginator.get_previous_link()})
 
 
-def delete_job_response(request, job, *, serializer_class, delete, on_cancelled=None):
+def delete_job_response(request, job, *, serializer_class, cancel, delete):
     """DELETE of a job: an active job is cancelled (200 with the job), a finished one deleted (204).
 
-    A job that finished while the cancel was on its way is deleted instead.
+    `cancel` and `delete` are the app's services. A job that finished while the cancel was on
+    its way is deleted instead.
     """
     from crystallise.jobs.models import ACTIVE_STATUSES, JobStatus
-    from crystallise.jobs.services import job_cancel
 
     if job.status in ACTIVE_STATUSES:
-        job = job_cancel(job=job)
+        job = cancel(job=job)
         if job.status == JobStatus.CANCELLED:
-            if on_cancelled is not None:
-                on_cancelled(job)
             return Response(serializer_class(job, context={"request": request}).data)
     delete(job=job)
     return Response(status=status.HTTP_204_NO_CONTENT)

@@ -20,6 +20,7 @@ from crystallise.auth import request_openai_key
 from crystallise.errors import ValidationError
 from crystallise.formats import parse_upload
 from crystallise.jobs.models import ACTIVE_STATUSES, JobStatus
+from crystallise.jobs.services import job_cancel
 from indexer import exports
 from indexer.models import IndexJob, IndexResult
 from indexer.prompts import Status
@@ -113,7 +114,7 @@ class JobDetail(APIView):
     @extend_schema(operation_id="indexer_jobs_destroy", responses={200: IndexJobSerializer, 204: None, **ERRORS})
     def delete(self, request, job_id):
         return delete_job_response(request, get_job(request, job_id), serializer_class=IndexJobSerializer,
-                                   delete=job_delete)
+                                   cancel=job_cancel, delete=job_delete)
 
 
 class JobResults(APIView):

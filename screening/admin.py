@@ -6,7 +6,7 @@ from django.utils.html import format_html, format_html_join
 from crystallise.jobs.admin import JobAdmin, truncate
 from screening.models import ScreeningJob, ScreeningResult
 from screening.resubmit import job_resubmit
-from screening.services import callback_enqueue
+from screening.services import job_cancel
 
 
 @admin.register(ScreeningJob)
@@ -54,9 +54,8 @@ class ScreeningJobAdmin(JobAdmin):
         return format_html("<table><thead><tr><th>Id</th><th>Label</th><th>Papers</th></tr></thead>"
                            "<tbody>{}</tbody></table>", rows)
 
-    def after_cancel(self, job: ScreeningJob) -> None:
-        # As DELETE does over the API: a cancelled job's callback is still delivered.
-        callback_enqueue(job_id=job.pk)
+    def cancel(self, job: ScreeningJob) -> ScreeningJob:
+        return job_cancel(job=job)
 
     def resubmit(self, job: ScreeningJob) -> ScreeningJob:
         return job_resubmit(job=job)

@@ -13,7 +13,9 @@ from django.db.models import Count, Q
 from crystallise.auth import Caller
 from crystallise.config import model_capabilities, validate_model
 from crystallise.errors import Category, ConflictError, LLMError
+from crystallise.jobs import services as jobs_services
 from crystallise.jobs.budget import check_budget
+from crystallise.jobs.models import JobStatus
 from crystallise.jobs.runner import Outcome, run_job
 from crystallise.jobs.services import job_enqueue, store_request_key
 from crystallise.keyvault import SOURCE_REQUEST, resolve_openai_key
@@ -155,6 +157,14 @@ def job_run(*, job_id, concurrency: int | None = None) -> str | None:
     if status is not None:
         callback_enqueue(job_id=job_id)
     return status
+
+
+def job_cancel(*, job: ScreeningJob) -> ScreeningJob:
+    """Cancel an active screening job; once cancelled, its completion callback is sent like any ending's."""
+    job = jobs_services.job_cancel(job=job)
+    if job.status == JobStatus.CANCELLED:
+        callback_enqueue(job_id=job.pk)
+    return job
 
 
 def callback_enqueue(*, job_id) -> None:

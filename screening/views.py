@@ -29,7 +29,7 @@ from screening.serializers import (
     ScreeningJobSerializer,
     ScreeningResultSerializer,
 )
-from screening.services import callback_enqueue, job_create, job_delete
+from screening.services import job_cancel, job_create, job_delete
 
 ERROR = inline_serializer(
     "Error",
@@ -122,7 +122,7 @@ class JobDetail(APIView):
     @extend_schema(operation_id="screening_jobs_destroy", responses={200: ScreeningJobSerializer, 204: None, **ERRORS})
     def delete(self, request, job_id):
         return delete_job_response(request, get_job(request, job_id), serializer_class=ScreeningJobSerializer,
-                                   delete=job_delete, on_cancelled=lambda job: callback_enqueue(job_id=job.pk))
+                                   cancel=job_cancel, delete=job_delete)
 
 
 class JobResults(APIView):

@@ -232,6 +232,20 @@ def test_cancel_action_cancels_active_jobs_and_drops_the_request_key(staff, api,
     assert api.get(f"/v1/screening/jobs/{job_id}").json()["status"] == "cancelled"
 
 
+def test_every_cancel_path_sends_the_completion_callback(staff, api, fake_openai, settings):
+    """The admin action and DELETE use the same cancel service: a cancelled job's callback is queued either way."""
+    settings.CRYSTALLISE_CALLBACK_ALLOW_PRIVATE = True
+    ids = []
+    for project in ("cb-1", "cb-2"):
+        response = api.post("/v1/screening/jobs", {"criteria": CRITERIA, "papers": PAPERS, "project_id": project,
+                                                   "callback_url": "http://127.0.0.1:9/hook"}, format="json")
+        ids.append(response.json()["id"])
+    action(staff, SCREENING, "cancel_jobs", ids[0])
+    assert api.delete(f"/v1/screening/jobs/{ids[1]}").json()["status"] == "cancelled"
+    assert set(ScreeningJob.objects.filter(pk__in=ids).values_list("status", "callback_status")) == {
+        ("cancelled", "pending")}
+
+
 def test_resubmit_creates_the_same_job_for_the_same_client(staff, api, fake_openai, run_queue):
     job_id = submit(api)
     run_queue()

@@ -144,17 +144,17 @@ class JobAdmin(admin.ModelAdmin):
     def cancel_jobs(self, request: HttpRequest, queryset: QuerySet) -> None:
         cancelled = 0
         for job in queryset.filter(status__in=ACTIVE_STATUSES):
-            job = job_cancel(job=job)
+            job = self.cancel(job)
             if job.status == JobStatus.CANCELLED:
                 cancelled += 1
-                self.after_cancel(job)
         skipped = queryset.count() - cancelled
         note = f" {skipped} already finished, left as they were." if skipped else ""
         level = messages.SUCCESS if cancelled else messages.WARNING
         self.message_user(request, f"Cancelled {cancelled} job{'' if cancelled == 1 else 's'}.{note}", level)
 
-    def after_cancel(self, job: BaseJob) -> None:
-        """Hook: what the API does after a cancel besides `job_cancel`."""
+    def cancel(self, job: BaseJob) -> BaseJob:
+        """The app's cancel service, the one DELETE uses (screening's also sends the callback)."""
+        return job_cancel(job=job)
 
     @admin.action(description="Resubmit selected jobs (same inputs, new job)", permissions=["operate"])
     def resubmit_jobs(self, request: HttpRequest, queryset: QuerySet) -> None:

@@ -12,12 +12,11 @@ from tqdm import tqdm
 from crystallise.auth import COMMAND_LINE
 from crystallise.errors import CrystalliseError
 from crystallise.formats import parse_papers
-from crystallise.jobs.services import job_cancel
 from crystallise.management import concurrency, writable
 from screening import exports
 from screening.models import ScreeningJob, ScreeningResult
 from screening.serializers import MAX_PAPERS, ScreeningJobCreateSerializer
-from screening.services import job_create, job_run
+from screening.services import job_cancel, job_create, job_run
 
 
 class Command(BaseCommand):
