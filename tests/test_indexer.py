@@ -358,3 +358,21 @@ def test_command_resumes_after_being_killed_halfway(fake_openai, records_file, m
     sent = titles_sent(fake_openai)
     assert not saved & set(sent)
     assert len(sent) == len(set(sent)) == 30 - len(saved)
+
+
+def test_command_started_twice_at_once_on_one_file_shares_one_job(fake_openai, records_file, monkeypatch):
+    """The other run creates the file's job between this run's lookup and its own insert."""
+    from indexer.management.commands import index_records
+    from indexer.services import job_create as real_job_create
+
+    path, records = records_file
+
+    def racing_job_create(**kwargs):
+        real_job_create(**kwargs)  # the other process wins the insert
+        return real_job_create(**kwargs)
+
+    monkeypatch.setattr(index_records, "job_create", racing_job_create)
+    call_command("index_records", str(path))
+    job = IndexJob.objects.get()
+    assert job.status == "completed" and job.processed == len(records)
+    assert fake_openai.count == 30

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import IntegrityError
 from django.db.models import Count
 from tqdm import tqdm
 
@@ -102,8 +103,12 @@ class Command(BaseCommand):
             IndexJob.objects.filter(pk=existing.pk).update(idempotency_key=None)
         papers = parse_papers(data, filename=file.name, field="file")
         records = [{"id": p["id"], "title": p.get("title") or "", "abstract": p.get("abstract")} for p in papers]
-        job = job_create(caller=COMMAND_LINE, idempotency_key=key, model=model, records=records,
-                         fields=wanted, source=str(file), enqueue=False)
+        try:
+            job = job_create(caller=COMMAND_LINE, idempotency_key=key, model=model, records=records,
+                             fields=wanted, source=str(file), enqueue=False)
+        except IntegrityError:
+            # Another run of the same file created its job since the lookup above: continue that one.
+            return job_reopen(job=IndexJob.objects.get(owner=CLI_OWNER, idempotency_key=key))
         if not force:
             carried = carry_over(job, owner=CLI_OWNER)
             if carried:
