@@ -12,3 +12,19 @@ try:
 except ValueError:  # the settings refuse it with a clear message when the app loads
     _sync = 25.0
 timeout = max(60, math.ceil(_sync) + 30) if math.isfinite(_sync) else 60
+
+
+def on_starting(server):
+    """Load the settings once in the master: a bad variable stops gunicorn with one line, before any worker."""
+    import sys
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "crystallise_site.settings.base")
+    from django.conf import settings
+    from django.core.exceptions import ImproperlyConfigured
+
+    try:
+        settings.INSTALLED_APPS  # noqa: B018 - reading it loads the settings
+    except ImproperlyConfigured as exc:
+        sys.stderr.write(f"Configuration error: {exc}\n")
+        sys.stderr.flush()
+        os._exit(1)

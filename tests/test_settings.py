@@ -54,3 +54,14 @@ def test_good_values_in_any_usual_spelling_start():
                     CRYSTALLISE_FERNET_KEY="ZmDfcTF7_60GrrY167zsiPd67pEvs0aGOv2oasOM1Pg=")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1].split() == ["True", "1000.0", "False", "WARNING", "4", "4200"]
+
+
+def test_gunicorn_refuses_a_bad_value_in_one_line_before_starting_workers():
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "CRYSTALLISE_"))}
+    clean.update({"DJANGO_SECRET_KEY": "s" * 50, "CRYSTALLISE_LLM_BACKEND": "claude"})
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    result = subprocess.run([str(gunicorn), "crystallise_site.wsgi", "--bind", "127.0.0.1:0"], cwd=ROOT, env=clean,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == "Configuration error: CRYSTALLISE_LLM_BACKEND must be 'openai' or 'mock'."
+    assert "Traceback" not in result.stderr and "Booting worker" not in result.stderr
