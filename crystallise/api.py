@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import functools
-import io
-import json
 import logging
-import re
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
@@ -17,12 +14,12 @@ from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import status
 from rest_framework.pagination import CursorPagination
-from rest_framework.parsers import BaseParser, JSONParser
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
 from crystallise.errors import Category, CrystalliseError, NotFoundError, ValidationError, error_body
 from crystallise.prepared import PreparedQuery
+from crystallise.serializers import flatten_errors
 
 logger = logging.getLogger(__name__)
 
@@ -33,30 +30,6 @@ _DRF_CATEGORY = {
     drf_exceptions.NotFound: Category.NOT_FOUND,
     drf_exceptions.Throttled: Category.RATE_LIMIT,
 }
-
-
-def _flatten(detail) -> dict[str, list[str]]:
-    """DRF validation detail → {field: [messages]} (nested fields dotted)."""
-    out: dict[str, list[str]] = {}
-
-    def walk(prefix: str, value) -> None:
-        if isinstance(value, dict):
-            for key, sub in value.items():
-                # DRF's ListField reports items as {index: errors}: shown like list items, `inclusion[0]`.
-                if isinstance(key, int):
-                    walk(f"{prefix}[{key}]", sub)
-                else:
-                    walk(f"{prefix}.{key}" if prefix else str(key), sub)
-        elif isinstance(value, list) and value and not all(isinstance(v, str) for v in value):
-            for index, sub in enumerate(value):
-                if sub:
-                    walk(f"{prefix}[{index}]" if prefix else f"[{index}]", sub)
-        else:
-            items = value if isinstance(value, list) else [value]
-            out.setdefault(prefix or "non_field_errors", []).extend(str(v) for v in items)
-
-    walk("", detail)
-    return out
 
 
 def exception_handler(exc, context):
@@ -89,7 +62,7 @@ def exception_handler(exc, context):
             (cat for cls, cat in _DRF_CATEGORY.items() if isinstance(exc, cls)), Category.VALIDATION
         )
         if isinstance(exc, drf_exceptions.ValidationError):
-            errors = _flatten(exc.detail)
+            errors = flatten_errors(exc.detail)
             first = next(iter(errors.items()))
             detail = f"Invalid input: {first[0]}: {first[1][0]}"
             return Response(error_body(category, detail, errors), status=exc.status_code, headers=headers)
@@ -106,58 +79,6 @@ def exception_handler(exc, context):
         error_body(Category.INTERNAL, "Internal server error. The failure has been logged."),
         status=status.HTTP_500_INTERNAL_SERVER_ERROR,
     )
-
-
-class LimitedJSONParser(BaseParser):
-    """JSON with the contract's 64 MiB limit, answered as a 413 in the error shape.
-
-    Deliberately not a `JSONParser` subclass: DRF reads the whole body into
-    memory (`request.body`, up to DATA_UPLOAD_MAX_MEMORY_SIZE, 257 MiB) before
-    calling a JSONParser, so a check inside `parse` would come too late. Here
-    the declared Content-Length is checked before a byte is read, and the
-    stream is read at most one byte past the limit (chunked bodies too).
-    """
-
-    media_type = "application/json"
-    renderer_class = JSONParser.renderer_class
-
-    def parse(self, stream, media_type=None, parser_context=None):
-        limit = settings.CRYSTALLISE_MAX_JSON_BYTES
-        request = parser_context["request"] if parser_context else None
-        length = request.META.get("CONTENT_LENGTH") if request is not None else None
-        try:
-            too_big = bool(length) and int(length) > limit
-        except ValueError:
-            too_big = False
-        if too_big:
-            raise _TooLarge()
-        data = stream.read(limit + 1) if stream is not None else b""
-        if len(data) > limit:
-            raise _TooLarge()
-        try:
-            parsed = JSONParser().parse(io.BytesIO(data), media_type, parser_context)
-        except RecursionError:
-            raise drf_exceptions.ParseError("JSON parse error - the body is nested too deeply.") from None
-        # "\ud800" is valid JSON but no text: it could not be stored (or encoded) later. Only
-        # bodies with surrogate escapes (also valid pairs, e.g. emoji from ensure_ascii) are checked.
-        if _SURROGATE_ESCAPE.search(data):
-            try:
-                json.dumps(parsed, ensure_ascii=False).encode("utf-8")
-            except UnicodeEncodeError:
-                raise drf_exceptions.ParseError(
-                    "JSON parse error - a string holds an unpaired UTF-16 surrogate escape (such as \\ud800); "
-                    "send valid Unicode text.") from None
-            except RecursionError:
-                raise drf_exceptions.ParseError("JSON parse error - the body is nested too deeply.") from None
-        return parsed
-
-
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
-
-
-class _TooLarge(drf_exceptions.APIException):
-    status_code = 413
-    default_detail = "The JSON body is larger than 64 MiB. Upload papers as a file (multipart papers_file) instead."
 
 
 class Cursor(CursorPagination):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from crystallise.errors import ValidationError
+
 
 class StrictSerializer(serializers.Serializer):
     """Rejects unknown fields (a typo must not silently change a job).
@@ -92,3 +94,36 @@ class ReadOnlySerializer(serializers.Serializer):
                     plan.append((name, source, None, field.to_representation))
             cls._plan = plan
         return plan
+
+
+def flatten_errors(detail) -> dict[str, list[str]]:
+    """DRF validation detail → {field: [messages]} (nested fields dotted)."""
+    out: dict[str, list[str]] = {}
+
+    def walk(prefix: str, value) -> None:
+        if isinstance(value, dict):
+            for key, sub in value.items():
+                # DRF's ListField reports items as {index: errors}: shown like list items, `inclusion[0]`.
+                if isinstance(key, int):
+                    walk(f"{prefix}[{key}]", sub)
+                else:
+                    walk(f"{prefix}.{key}" if prefix else str(key), sub)
+        elif isinstance(value, list) and value and not all(isinstance(v, str) for v in value):
+            for index, sub in enumerate(value):
+                if sub:
+                    walk(f"{prefix}[{index}]" if prefix else f"[{index}]", sub)
+        else:
+            items = value if isinstance(value, list) else [value]
+            out.setdefault(prefix or "non_field_errors", []).extend(str(v) for v in items)
+
+    walk("", detail)
+    return out
+
+
+def validated(serializer: serializers.Serializer) -> dict:
+    """The serializer's validated data, or the API's own `400 validation` (for callers outside a view)."""
+    if serializer.is_valid():
+        return dict(serializer.validated_data)
+    errors = flatten_errors(serializer.errors)
+    field, messages = next(iter(errors.items()))
+    raise ValidationError(f"Invalid input: {field}: {messages[0]}", errors=errors)

@@ -5,8 +5,7 @@ from django.utils.html import format_html, format_html_join
 
 from crystallise.jobs.admin import JobAdmin, truncate
 from screening.models import ScreeningJob, ScreeningResult
-from screening.resubmit import job_resubmit
-from screening.services import job_cancel
+from screening.services import job_cancel, job_resubmit
 
 
 @admin.register(ScreeningJob)

@@ -315,3 +315,31 @@ class ScreeningKind:
             .values_list("error_category", flat=True)
         )
         return attempted, failures
+
+
+def job_resubmit(*, job: ScreeningJob) -> ScreeningJob:
+    """A new job from the stored inputs and papers (operators' admin action), for the same caller.
+
+    The inputs go through the API's own validation again (a job stored before a rule existed is
+    refused with the rule's message) and then `job_create` (estimate, budgets, enqueue). Raises the
+    service's errors, and `ValidationError` for jobs that ran on a per-request OpenAI key.
+    """
+    from crystallise.jobs.resubmit import check_resubmittable, original_caller
+    from crystallise.serializers import validated
+    from screening.serializers import ScreeningJobCreateSerializer
+
+    check_resubmittable(job)
+    rows = job.papers.order_by("position").values_list("paper_id", "title", "abstract", "keywords", "year", "doi")
+    papers = [
+        {"id": pid, "title": title, "abstract": abstract, "keywords": keywords or [], "year": year, "doi": doi}
+        for pid, title, abstract, keywords, year, doi in rows.iterator(chunk_size=2000)
+    ]
+    data = {
+        "model": job.model, "project_id": job.project_id, "criteria": job.criteria, "threshold": job.threshold,
+        "clusters": job.clusters_config, "max_estimated_cost_usd": job.max_estimated_cost_usd,
+        "callback_url": job.callback_url, "papers": papers,
+    }
+    payload = validated(ScreeningJobCreateSerializer(data=data))
+    new_job, _ = job_create(caller=original_caller(job), payload=payload, papers=payload.pop("papers"),
+                            request_openai_key=None)
+    return new_job

@@ -10,7 +10,6 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from crystallise.api import (
-    LimitedJSONParser,
     delete_job_response,
     get_owned_job,
     jobs_response,
@@ -21,6 +20,7 @@ from crystallise.auth import request_openai_key
 from crystallise.errors import ValidationError
 from crystallise.formats import parse_upload
 from crystallise.jobs.models import ACTIVE_STATUSES, JobStatus
+from crystallise.parsers import LimitedJSONParser
 from screening import exports
 from screening.models import ScreeningJob, ScreeningResult
 from screening.serializers import (

@@ -246,6 +246,22 @@ def test_every_cancel_path_sends_the_completion_callback(staff, api, fake_openai
         ("cancelled", "pending")}
 
 
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"threshold": 2.0}, "Invalid input: threshold"),
+    ({"total": 0}, "Invalid input: papers"),
+])
+def test_resubmit_validates_stored_inputs_like_the_api(staff, fields, message):
+    """A job stored before a rule existed (or by an older command) is refused with the rule's message."""
+    from screening.models import Paper
+
+    job = screening_job(status="completed", **fields)
+    if job.total:
+        Paper.objects.create(job=job, position=0, paper_id="p1", title="Migraine trial", abstract="A trial.")
+    response = action(staff, SCREENING, "resubmit_jobs", job.pk)
+    assert any(message in m for m in page_messages(response)), page_messages(response)
+    assert ScreeningJob.objects.count() == 1
+
+
 def test_resubmit_creates_the_same_job_for_the_same_client(staff, api, fake_openai, run_queue):
     job_id = submit(api)
     run_queue()

@@ -205,7 +205,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["crystallise.auth.HasApiKey"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     # JSON everywhere; the two job endpoints also take multipart (a file upload).
-    "DEFAULT_PARSER_CLASSES": ["crystallise.api.LimitedJSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["crystallise.parsers.LimitedJSONParser"],
     "EXCEPTION_HANDLER": "crystallise.api.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,

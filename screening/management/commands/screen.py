@@ -13,6 +13,7 @@ from crystallise.auth import COMMAND_LINE
 from crystallise.errors import CrystalliseError
 from crystallise.formats import parse_papers
 from crystallise.management import concurrency, writable
+from crystallise.serializers import validated
 from screening import exports
 from screening.models import ScreeningJob, ScreeningResult
 from screening.serializers import MAX_PAPERS, ScreeningJobCreateSerializer
@@ -43,10 +44,7 @@ class Command(BaseCommand):
             data = {"model": model, "criteria": json.loads(Path(criteria).read_text()), "threshold": threshold,
                     "clusters": {"by": clusters}, "max_estimated_cost_usd": max_cost, "papers": papers}
             # The API's own validation: the shell accepts exactly what POST /v1/screening/jobs accepts.
-            serializer = ScreeningJobCreateSerializer(data=data)
-            if not serializer.is_valid():
-                raise CommandError(f"Invalid input: {_first_problem(serializer.errors)}")
-            payload = dict(serializer.validated_data)
+            payload = validated(ScreeningJobCreateSerializer(data=data))
             job, _ = job_create(caller=COMMAND_LINE, payload=payload, papers=payload.pop("papers"),
                                 request_openai_key=None, enqueue=False)
         except CrystalliseError as exc:
@@ -80,12 +78,3 @@ class Command(BaseCommand):
         if job.status != "completed":
             raise CommandError(f"Job {job.status}: {job.error_category}: {job.error_message}")
 
-
-def _first_problem(errors, path: str = "") -> str:
-    """The first field error of a DRF error tree, as 'field.sub: message'."""
-    if isinstance(errors, dict):
-        key, value = next(iter(errors.items()))
-        return _first_problem(value, f"{path}.{key}" if path else str(key))
-    if isinstance(errors, list) and errors and not isinstance(errors[0], str):
-        return _first_problem(next(e for e in errors if e), path)
-    return f"{path}: {errors[0] if isinstance(errors, list) else errors}"
