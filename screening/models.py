@@ -5,6 +5,12 @@ from django.db import models
 from crystallise.jobs.models import BaseJob
 
 
+class CallbackStatus(models.TextChoices):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
 class ScreeningJob(BaseJob):
     RUN_TASK = "screening.tasks.run_screening_job"
     POLL_DEFERRED = ("cluster_assignments",)
@@ -20,7 +26,7 @@ class ScreeningJob(BaseJob):
     included = models.PositiveIntegerField(default=0)
     excluded = models.PositiveIntegerField(default=0)
     callback_url = models.URLField(max_length=2000, null=True, blank=True)
-    callback_status = models.CharField(max_length=32, null=True, blank=True)
+    callback_status = models.CharField(max_length=32, choices=CallbackStatus.choices, null=True, blank=True)
     callback_attempts = models.PositiveSmallIntegerField(default=0)
     # Why the last delivery failed (the receiver's status, or why it was not reached).
     callback_error = models.TextField(null=True, blank=True)

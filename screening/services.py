@@ -23,7 +23,7 @@ from crystallise.llm.base import CallOptions
 from crystallise.tokens import count_message_tokens, estimate_cost_usd
 from screening import prompts
 from screening.clustering import cluster_papers, single_cluster
-from screening.models import Paper, ScreeningJob, ScreeningResult
+from screening.models import CallbackStatus, Paper, ScreeningJob, ScreeningResult
 
 TASK = ScreeningJob.RUN_TASK
 PAPER_INSERT_BATCH = 2000
@@ -172,7 +172,7 @@ def callback_enqueue(*, job_id) -> None:
     if ScreeningJob.objects.filter(pk=job_id, callback_url__isnull=False).exists():
         from django_q.tasks import async_task
 
-        ScreeningJob.objects.filter(pk=job_id).update(callback_status="pending", callback_error=None)
+        ScreeningJob.objects.filter(pk=job_id).update(callback_status=CallbackStatus.PENDING, callback_error=None)
         async_task("screening.tasks.deliver_screening_callback", str(job_id))
 
 
@@ -190,10 +190,10 @@ def callback_deliver(*, job_id, backoff: float = 2.0) -> str | None:
         "usage": job.usage_dict(), "cost_usd": float(job.cost_usd), "finished_at": job.finished_at,
     }
     delivered, attempts, error = callbacks.deliver(job.callback_url, payload, backoff=backoff)
-    status = "delivered" if delivered else "failed"
+    status = CallbackStatus.DELIVERED if delivered else CallbackStatus.FAILED
     ScreeningJob.objects.filter(pk=job.pk).update(callback_status=status, callback_attempts=attempts,
                                                   callback_error=error)
-    return status
+    return status.value
 
 
 class ScreeningKind:
