@@ -186,8 +186,12 @@ def validate_stream(
     max_records: int | None = None,
     field: str = DEFAULT_FIELD,
     empty_detail: str = "the file contains no papers",
+    keyed_by_item: bool = False,
 ) -> Iterator[dict]:
     """Normalise records lazily; stop as soon as `max_records` is exceeded.
+
+    `keyed_by_item`: a problem with one record is keyed by its location (`papers[3]`, a JSON
+    list item) rather than by `field` (a file, whose locations are lines and records).
 
     Duplicate ids and an empty input can only be known at the end, so they
     raise after the last paper has been yielded: a consumer must treat the
@@ -199,16 +203,18 @@ def validate_stream(
     checked_keys: set[str] = set()
     for where, raw in records:
         count += 1
+        item_field = where if keyed_by_item else field
         for key in raw.keys() - checked_keys:
             if (known := misspelt_field(key)) is not None:
-                raise invalid(f"{where}: field {key!r} looks like a misspelling of {known!r}; rename it", field=field)
+                raise invalid(f"{where}: field {key!r} looks like a misspelling of {known!r}; rename it",
+                              field=item_field)
             checked_keys.add(key)
         if max_records is not None and count > max_records:
             raise invalid(
                 f"too many papers: more than {max_records} (the limit per job)",
                 field=field,
             )
-        paper = normalize_paper(raw, where=where, field=field)
+        paper = normalize_paper(raw, where=where, field=item_field)
         if paper["id"] in first_seen:
             duplicates.setdefault(paper["id"], [first_seen[paper["id"]]]).append(where)
         else:
@@ -247,33 +253,25 @@ def normalize_papers(
 
     def located() -> Iterator[tuple[str, Mapping[str, Any]]]:
         for index, item in enumerate(papers):
+            where = f"{field}[{index}]"
             if not isinstance(item, Mapping):
-                raise invalid(
-                    f"{field}[{index}]: each paper must be an object", field=field
-                )
+                raise invalid(f"{where}: each paper must be an object", field=where)
             # A JSON body is strict: a misspelt key ("abstarct") would otherwise drop data silently.
             unknown = [key for key in item if key not in PAPER_FIELDS]
             if unknown:
-                raise invalid(
-                    f"{field}[{index}]: unknown field {unknown[0]!r} (a {noun} has {', '.join(PAPER_FIELDS)})",
-                    field=field,
-                )
-            yield f"{field}[{index}]", item
+                raise invalid(f"{where}: unknown field {unknown[0]!r} (a {noun} has {', '.join(PAPER_FIELDS)})",
+                              field=where)
+            yield where, item
 
-    try:
-        return list(
-            validate_stream(
-                located(),
-                max_records=max_records,
-                field=field,
-                empty_detail=f"{field} is empty",
-            )
+    return list(
+        validate_stream(
+            located(),
+            max_records=max_records,
+            field=field,
+            empty_detail=f"{field} is empty",
+            keyed_by_item=True,
         )
-    except ValidationError as exc:
-        # The error names the item as its key too ("papers[3]"), like every other list item.
-        if (where := re.match(rf"{re.escape(field)}\[\d+\]", exc.detail)) and exc.errors and field in exc.errors:
-            exc.errors = {where.group(0): exc.errors[field]}
-        raise
+    )
 
 
 def item_error(field: str, index: int, detail: str) -> ValidationError:
