@@ -40,32 +40,27 @@ def env_bool(name: str, default: bool) -> bool:
     raise ImproperlyConfigured(f"{name} must be true or false, not {raw!r}.")
 
 
-def env_int_between(name: str, default: int, low: int, high: int) -> int:
-    """A whole number in [low, high]."""
+def _env_number(name: str, default, low, high, parse, kind: str):
     raw = _raw(name)
     if raw is None:
         return default
     try:
-        value = int(raw)
+        value = parse(raw)
     except ValueError:
-        raise ImproperlyConfigured(f"{name} must be a whole number between {low} and {high}, not {raw!r}.") from None
-    if not low <= value <= high:
-        raise ImproperlyConfigured(f"{name} must be between {low} and {high}, not {value}.")
+        value = None
+    if value is None or not low <= value <= high:  # the comparison is also false for NaN
+        raise ImproperlyConfigured(f"{name} must be {kind} between {low} and {high}, not {raw!r}.")
     return value
+
+
+def env_int_between(name: str, default: int, low: int, high: int) -> int:
+    """A whole number in [low, high]."""
+    return _env_number(name, default, low, high, int, "a whole number")
 
 
 def env_float_between(name: str, default: float, low: float, high: float) -> float:
     """A number (seconds, say) in [low, high]."""
-    raw = _raw(name)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not low <= value <= high:  # also false for NaN
-        raise ImproperlyConfigured(f"{name} must be a number between {low:g} and {high:g}, not {raw!r}.")
-    return value
+    return _env_number(name, default, low, high, float, "a number")
 
 
 def env_list(name: str, default: list[str]) -> list[str]:
