@@ -347,24 +347,27 @@ class _Run:
             return
 
     # --- runs in the DB thread -------------------------------------------
+    def _usage_updates(self, outcomes: list[Outcome]) -> dict:
+        """The job's token counters and cost (not for mock) increased by what `outcomes` used."""
+        usage = sum((o.usage for o in outcomes), Usage())
+        updates = {
+            "input_tokens": F("input_tokens") + usage.input_tokens,
+            "cached_input_tokens": F("cached_input_tokens") + usage.cached_input_tokens,
+            "output_tokens": F("output_tokens") + usage.output_tokens,
+            "reasoning_tokens": F("reasoning_tokens") + usage.reasoning_tokens,
+        }
+        if self.job.llm_backend != "mock":
+            updates["cost_usd"] = F("cost_usd") + cost_usd(self.job.model, usage)
+        return updates
+
     def write_batch(self, batch: list[Outcome]) -> bool:
         """One transaction: check the lease, add counters and usage, insert the results. False if the job is no longer ours."""
-        usage = sum((o.usage for o in batch), Usage())
         counters: Counter = Counter()
         for outcome in batch:
             counters.update(outcome.counters)
         now = timezone.now()
         updates = {name: F(name) + value for name, value in counters.items() if value}
-        updates.update(
-            input_tokens=F("input_tokens") + usage.input_tokens,
-            cached_input_tokens=F("cached_input_tokens") + usage.cached_input_tokens,
-            output_tokens=F("output_tokens") + usage.output_tokens,
-            reasoning_tokens=F("reasoning_tokens") + usage.reasoning_tokens,
-            heartbeat_at=now,
-            updated_at=now,
-        )
-        if self.job.llm_backend != "mock":
-            updates["cost_usd"] = F("cost_usd") + cost_usd(self.job.model, usage)
+        updates.update(self._usage_updates(batch), heartbeat_at=now, updated_at=now)
         with transaction.atomic():
             owned = self.model.objects.filter(pk=self.job.pk, lease=self.token, status=JobStatus.RUNNING).update(**updates)
             if not owned:
@@ -375,17 +378,8 @@ class _Run:
 
     def record_discarded_usage(self, outcomes: list[Outcome]) -> None:
         """Add the usage (and cost) of answers that are not written to the job's counters: what the job cost."""
-        usage = sum((o.usage for o in outcomes), Usage())
-        updates = {
-            "input_tokens": F("input_tokens") + usage.input_tokens,
-            "cached_input_tokens": F("cached_input_tokens") + usage.cached_input_tokens,
-            "output_tokens": F("output_tokens") + usage.output_tokens,
-            "reasoning_tokens": F("reasoning_tokens") + usage.reasoning_tokens,
-        }
-        if self.job.llm_backend != "mock":
-            updates["cost_usd"] = F("cost_usd") + cost_usd(self.job.model, usage)
         try:
-            self.model.objects.filter(pk=self.job.pk).update(**updates)
+            self.model.objects.filter(pk=self.job.pk).update(**self._usage_updates(outcomes))
         except DatabaseError:
             logger.warning("Job %s: could not record the usage of %d discarded answers.", self.job.pk, len(outcomes),
                            exc_info=True)

@@ -1,4 +1,4 @@
-"""What the shell commands that run jobs (`screen`, `index_records`) check the same way."""
+"""What the shell commands check the same way (the job commands' options, the admin's field rules)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
+from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError
 
 
@@ -30,3 +31,12 @@ def writable(path: Path) -> Path:
     if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise CommandError(f"Cannot write results to {path}: permission denied.")
     return path
+
+
+def full_clean(instance, *, what: str, exclude: list[str]) -> None:
+    """The model's own field rules (the admin's), failing as one CommandError line: 'Cannot create <what>: field: …'."""
+    try:
+        instance.full_clean(exclude=exclude)
+    except ValidationError as exc:
+        problems = "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in exc.message_dict.items())
+        raise CommandError(f"Cannot create {what}: {problems}") from None

@@ -1,8 +1,8 @@
 from decimal import Decimal, InvalidOperation
 
-from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from crystallise.management import full_clean
 from crystallise.models import ApiKey
 
 
@@ -24,11 +24,7 @@ class Command(BaseCommand):
                 raise CommandError(f"--monthly-budget-usd must be an amount in dollars, not {monthly_budget_usd!r}.") from None
         if ApiKey.objects.filter(name=name).exists():
             raise CommandError(f"An API key named {name!r} already exists.")
-        try:  # the same rules as the admin's form
-            ApiKey(name=name, monthly_budget_usd=budget).full_clean(exclude=["prefix", "key_hash"])
-        except ValidationError as exc:
-            problems = "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in exc.message_dict.items())
-            raise CommandError(f"Cannot create API key {name!r}: {problems}") from None
+        full_clean(ApiKey(name=name, monthly_budget_usd=budget), what=f"API key {name!r}", exclude=["prefix", "key_hash"])
         key, secret = ApiKey.objects.create_key(name=name, monthly_budget_usd=budget)
         self.stderr.write(f"Created API key {key.name!r} ({key.prefix}…). It is shown only this once:")
         self.stdout.write(secret)

@@ -6,6 +6,8 @@ from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from crystallise.management import full_clean
+
 
 class Command(BaseCommand):
     help = (
@@ -34,11 +36,7 @@ class Command(BaseCommand):
             password = secrets.token_urlsafe(18)
         if user is None:
             user = users(username=username, email=email)
-            try:  # the admin's own rules for a username and an email address
-                user.full_clean(exclude=["password"])
-            except ValidationError as exc:
-                problems = "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in exc.message_dict.items())
-                raise CommandError(f"Cannot create operator {username!r}: {problems}") from None
+            full_clean(user, what=f"operator {username!r}", exclude=["password"])
         try:
             validate_password(password, user)
         except ValidationError as exc:
