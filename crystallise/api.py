@@ -19,7 +19,7 @@ from rest_framework.views import set_rollback
 
 from crystallise.errors import Category, CrystalliseError, NotFoundError, ValidationError, error_body
 from crystallise.prepared import PreparedQuery
-from crystallise.serializers import flatten_errors
+from crystallise.serializers import invalid_input
 
 logger = logging.getLogger(__name__)
 
@@ -62,10 +62,8 @@ def exception_handler(exc, context):
             (cat for cls, cat in _DRF_CATEGORY.items() if isinstance(exc, cls)), Category.VALIDATION
         )
         if isinstance(exc, drf_exceptions.ValidationError):
-            errors = flatten_errors(exc.detail)
-            first = next(iter(errors.items()))
-            detail = f"Invalid input: {first[0]}: {first[1][0]}"
-            return Response(error_body(category, detail, errors), status=exc.status_code, headers=headers)
+            invalid = invalid_input(exc.detail)
+            return Response(error_body(category, invalid.detail, invalid.errors), status=exc.status_code, headers=headers)
         if isinstance(exc, drf_exceptions.NotAuthenticated):
             detail = "Missing X-API-Key header. Every /v1/ endpoint requires a service API key."
         else:

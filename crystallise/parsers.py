@@ -43,19 +43,16 @@ class LimitedJSONParser(BaseParser):
             raise _TooLarge()
         try:
             parsed = JSONParser().parse(io.BytesIO(data), media_type, parser_context)
+            # "\ud800" is valid JSON but no text: it could not be stored (or encoded) later. Only
+            # bodies with surrogate escapes (also valid pairs, e.g. emoji from ensure_ascii) are checked.
+            if _SURROGATE_ESCAPE.search(data):
+                json.dumps(parsed, ensure_ascii=False).encode("utf-8")
         except RecursionError:
             raise drf_exceptions.ParseError("JSON parse error - the body is nested too deeply.") from None
-        # "\ud800" is valid JSON but no text: it could not be stored (or encoded) later. Only
-        # bodies with surrogate escapes (also valid pairs, e.g. emoji from ensure_ascii) are checked.
-        if _SURROGATE_ESCAPE.search(data):
-            try:
-                json.dumps(parsed, ensure_ascii=False).encode("utf-8")
-            except UnicodeEncodeError:
-                raise drf_exceptions.ParseError(
-                    "JSON parse error - a string holds an unpaired UTF-16 surrogate escape (such as \\ud800); "
-                    "send valid Unicode text.") from None
-            except RecursionError:
-                raise drf_exceptions.ParseError("JSON parse error - the body is nested too deeply.") from None
+        except UnicodeEncodeError:
+            raise drf_exceptions.ParseError(
+                "JSON parse error - a string holds an unpaired UTF-16 surrogate escape (such as \\ud800); "
+                "send valid Unicode text.") from None
         return parsed
 
 

@@ -120,10 +120,15 @@ def flatten_errors(detail) -> dict[str, list[str]]:
     return out
 
 
+def invalid_input(detail) -> ValidationError:
+    """DRF validation detail as the API's `400 validation`: the first problem in `detail`, all of them in `errors`."""
+    errors = flatten_errors(detail)
+    field, messages = next(iter(errors.items()))
+    return ValidationError(f"Invalid input: {field}: {messages[0]}", errors=errors)
+
+
 def validated(serializer: serializers.Serializer) -> dict:
     """The serializer's validated data, or the API's own `400 validation` (for callers outside a view)."""
     if serializer.is_valid():
         return dict(serializer.validated_data)
-    errors = flatten_errors(serializer.errors)
-    field, messages = next(iter(errors.items()))
-    raise ValidationError(f"Invalid input: {field}: {messages[0]}", errors=errors)
+    raise invalid_input(serializer.errors)
