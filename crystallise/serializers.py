@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from django.urls import reverse
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from crystallise.errors import ValidationError
+from crystallise.jobs.models import JobStatus
 
 
 class StrictSerializer(serializers.Serializer):
@@ -94,6 +97,37 @@ class ReadOnlySerializer(serializers.Serializer):
                     plan.append((name, source, None, field.to_representation))
             cls._plan = plan
         return plan
+
+
+class JobSerializer(ReadOnlySerializer):
+    """What every kind of job shows (the fields of `BaseJob`); an app adds its own and `RESULTS_ROUTE`."""
+
+    RESULTS_ROUTE = ""  # URL name of the job's results
+
+    id = serializers.UUIDField(read_only=True)
+    status = serializers.ChoiceField(choices=[s.value for s in JobStatus], read_only=True)
+    model = serializers.CharField(read_only=True)
+    llm_backend = serializers.CharField(read_only=True)
+    error_category = serializers.CharField(allow_null=True, read_only=True)
+    error_message = serializers.CharField(allow_null=True, read_only=True)
+    created_at = serializers.DateTimeField(read_only=True)
+    started_at = serializers.DateTimeField(allow_null=True, read_only=True)
+    finished_at = serializers.DateTimeField(allow_null=True, read_only=True)
+    updated_at = serializers.DateTimeField(read_only=True)
+    estimated_cost_usd = CostField()
+    max_estimated_cost_usd = CostField(allow_null=True)
+    usage = serializers.SerializerMethodField()
+    cost_usd = CostField()
+    results_url = serializers.SerializerMethodField()
+
+    @extend_schema_field(UsageSerializer)
+    def get_usage(self, job) -> dict:
+        return job.usage_dict()
+
+    def get_results_url(self, job) -> str:
+        path = reverse(self.RESULTS_ROUTE, args=[job.pk])
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request else path
 
 
 def flatten_errors(detail) -> dict[str, list[str]]:

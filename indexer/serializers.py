@@ -2,13 +2,11 @@ from __future__ import annotations
 
 import json
 
-from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from crystallise.formats import MAX_ABSTRACT_CHARS, MAX_TITLE_CHARS, item_error, normalize_papers
-from crystallise.jobs.models import JobStatus
-from crystallise.serializers import CostField, ReadOnlySerializer, StrictSerializer, UsageSerializer
+from crystallise.serializers import CostField, JobSerializer, StrictSerializer, UsageSerializer
 from indexer.models import IndexJob, IndexResult
 from indexer.prompts import FIELDS, Status
 
@@ -145,36 +143,14 @@ class IndexProgressSerializer(serializers.Serializer):
     errored = serializers.IntegerField()
 
 
-class IndexJobSerializer(ReadOnlySerializer):
+class IndexJobSerializer(JobSerializer):
     """An index job as clients see it (built on every poll; see ReadOnlySerializer)."""
 
-    id = serializers.UUIDField(read_only=True)
-    status = serializers.ChoiceField(choices=[s.value for s in JobStatus], read_only=True)
-    model = serializers.CharField(read_only=True)
-    llm_backend = serializers.CharField(read_only=True)
+    RESULTS_ROUTE = "indexer-job-results"
+
     fields = serializers.ListField(child=serializers.ChoiceField(choices=list(FIELDS)), read_only=True)
     progress = serializers.SerializerMethodField()
-    estimated_cost_usd = CostField()
-    max_estimated_cost_usd = CostField(allow_null=True)
-    usage = serializers.SerializerMethodField()
-    cost_usd = CostField()
-    error_category = serializers.CharField(allow_null=True, read_only=True)
-    error_message = serializers.CharField(allow_null=True, read_only=True)
-    created_at = serializers.DateTimeField(read_only=True)
-    started_at = serializers.DateTimeField(allow_null=True, read_only=True)
-    finished_at = serializers.DateTimeField(allow_null=True, read_only=True)
-    updated_at = serializers.DateTimeField(read_only=True)
-    results_url = serializers.SerializerMethodField()
 
     @extend_schema_field(IndexProgressSerializer)
     def get_progress(self, job: IndexJob) -> dict:
         return {"total": job.total, "processed": job.processed, "ok": job.ok, "errored": job.errored}
-
-    @extend_schema_field(UsageSerializer)
-    def get_usage(self, job: IndexJob) -> dict:
-        return job.usage_dict()
-
-    def get_results_url(self, job: IndexJob) -> str:
-        path = reverse("indexer-job-results", args=[job.pk])
-        request = self.context.get("request")
-        return request.build_absolute_uri(path) if request else path

@@ -2,13 +2,11 @@ from __future__ import annotations
 
 import json
 
-from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from crystallise.formats import MAX_ABSTRACT_CHARS, MAX_TITLE_CHARS, item_error, normalize_papers
-from crystallise.jobs.models import JobStatus
-from crystallise.serializers import CostField, NumberField, ReadOnlySerializer, StrictSerializer, UsageSerializer
+from crystallise.serializers import JobSerializer, NumberField, StrictSerializer
 from screening.models import ScreeningJob, ScreeningResult
 
 MAX_PAPERS = 100_000
@@ -180,34 +178,21 @@ class ProgressSerializer(serializers.Serializer):
 INLINE_RESULTS_LIMIT = 1000
 
 
-class ScreeningJobSerializer(ReadOnlySerializer):
+class ScreeningJobSerializer(JobSerializer):
     """A job as clients see it, built on every poll: fields are declared (not
     introspected from the model) and used without per-instance copies."""
 
-    id = serializers.UUIDField(read_only=True)
-    status = serializers.ChoiceField(choices=[s.value for s in JobStatus], read_only=True)
+    RESULTS_ROUTE = "screening-job-results"
+
     project_id = serializers.CharField(allow_null=True, read_only=True)
-    model = serializers.CharField(read_only=True)
-    llm_backend = serializers.CharField(read_only=True)
     criteria = serializers.JSONField(read_only=True)
     threshold = serializers.FloatField(read_only=True)
     clusters_config = serializers.JSONField(read_only=True)
-    error_category = serializers.CharField(allow_null=True, read_only=True)
-    error_message = serializers.CharField(allow_null=True, read_only=True)
-    created_at = serializers.DateTimeField(read_only=True)
-    started_at = serializers.DateTimeField(allow_null=True, read_only=True)
-    finished_at = serializers.DateTimeField(allow_null=True, read_only=True)
-    updated_at = serializers.DateTimeField(read_only=True)
     callback_url = serializers.CharField(allow_null=True, read_only=True)
     callback_status = serializers.CharField(allow_null=True, read_only=True)
     callback_error = serializers.CharField(allow_null=True, read_only=True)
     progress = serializers.SerializerMethodField()
-    usage = serializers.SerializerMethodField()
-    estimated_cost_usd = CostField()
-    max_estimated_cost_usd = CostField(allow_null=True)
-    cost_usd = CostField()
     clusters = serializers.SerializerMethodField()
-    results_url = serializers.SerializerMethodField()
     results = serializers.SerializerMethodField()
 
     @extend_schema_field(ProgressSerializer)
@@ -215,18 +200,9 @@ class ScreeningJobSerializer(ReadOnlySerializer):
         return {"total": job.total, "screened": job.screened, "included": job.included,
                 "excluded": job.excluded, "errored": job.errored}
 
-    @extend_schema_field(UsageSerializer)
-    def get_usage(self, job: ScreeningJob) -> dict:
-        return job.usage_dict()
-
     @extend_schema_field(ClusterOutSerializer(many=True, allow_null=True))
     def get_clusters(self, job: ScreeningJob):
         return job.clusters
-
-    def get_results_url(self, job: ScreeningJob) -> str:
-        path = reverse("screening-job-results", args=[job.pk])
-        request = self.context.get("request")
-        return request.build_absolute_uri(path) if request else path
 
     @extend_schema_field(ScreeningResultSerializer(many=True, allow_null=True))
     def get_results(self, job: ScreeningJob):
