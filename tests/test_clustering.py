@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from screening import clustering
-from screening.clustering import ClusterResult, classify_design, cluster_papers
+from screening.clustering import ClusterResult, classify_design, cluster_papers, topic
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cohen_2006"
 
@@ -371,7 +371,7 @@ def test_topic_is_deterministic(adhd, triptans):
 
 def test_topic_minibatch_path(adhd, triptans, monkeypatch):
     """The large-input path (MiniBatchKMeans) is deterministic and sane too."""
-    monkeypatch.setattr(clustering, "MINIBATCH_THRESHOLD", 100)
+    monkeypatch.setattr(topic, "MINIBATCH_THRESHOLD", 100)
     papers = adhd + triptans
     first = cluster_papers(papers, by="topic", count=2)
     _check_shape(first, len(papers))
