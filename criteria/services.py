@@ -18,6 +18,7 @@ from typing import Any
 from django.conf import settings
 
 from criteria import prompts
+from criteria.duplicates import is_near_duplicate, normalise
 from crystallise.auth import Caller
 from crystallise.config import model_capabilities, validate_model
 from crystallise.errors import Category, LLMError
@@ -47,8 +48,8 @@ def criteria_deduplicate(*, criteria: list[dict]) -> Deduplicated:
     result = Deduplicated(unique=[])
     kept: list[tuple[int, str, str]] = []  # (index, kind, normalised)
     for index, criterion in enumerate(criteria):
-        kind, norm = criterion["kind"], prompts.normalise(criterion["text"])
-        twin = next((i for i, k, n in kept if k == kind and prompts.is_near_duplicate(n, norm)), None)
+        kind, norm = criterion["kind"], normalise(criterion["text"])
+        twin = next((i for i, k, n in kept if k == kind and is_near_duplicate(n, norm)), None)
         if twin is not None:
             result.duplicates.setdefault(twin, []).append(index)
             continue

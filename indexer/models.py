@@ -3,7 +3,8 @@ from __future__ import annotations
 from django.db import models
 
 from crystallise.jobs.models import BaseJob
-from indexer.prompts import FIELDS, Status
+from indexer.precheck import Status
+from indexer.prompts import FIELDS
 
 STATUS_CHOICES = [(s, s) for s in Status.ALL]
 

@@ -8,7 +8,8 @@ from rest_framework import serializers
 from crystallise.formats import MAX_ABSTRACT_CHARS, MAX_TITLE_CHARS, item_error, normalize_papers
 from crystallise.serializers import CostField, JobSerializer, StrictSerializer, UsageSerializer
 from indexer.models import IndexJob, IndexResult
-from indexer.prompts import FIELDS, Status
+from indexer.precheck import Status
+from indexer.prompts import FIELDS
 
 MAX_SYNC_RECORDS = 100
 MAX_JOB_RECORDS = 100_000

@@ -31,8 +31,8 @@ from crystallise.llm.base import CallOptions
 from crystallise.tokens import Usage, cost_usd, count_message_tokens, estimate_cost_usd, get_encoding
 from indexer import prompts
 from indexer.models import IndexJob, IndexResult, Record
+from indexer.precheck import Status, precheck
 
-Status = prompts.Status
 RECORD_INSERT_BATCH = 2000
 
 
@@ -55,7 +55,7 @@ def estimate_index_cost(*, model: str, fields: list[str], records: list[dict]) -
     """Real token counts of the prompts that will be sent (prechecked records send none) plus the output budget."""
     texts = []
     for record in records:
-        status, _, cleaned = prompts.precheck(record.get("abstract"))
+        status, _, cleaned = precheck(record.get("abstract"))
         if status == Status.OK:
             texts.append(prompts.messages_for(record.get("title") or "", cleaned)[1]["content"])
     fixed = count_message_tokens(prompts.messages_for("", "")[:1] + [{"role": "user", "content": ""}])
@@ -83,7 +83,7 @@ class Indexed:
 
 async def record_index(client, options: CallOptions, *, title: str, abstract: str | None) -> Indexed:
     """Precheck, then one LLM call for an indexable record. Raises LLMError only for `auth`."""
-    status, error, cleaned = prompts.precheck(abstract)
+    status, error, cleaned = precheck(abstract)
     if status != Status.OK:
         return Indexed(status, error, backend=client.backend)  # no call made; the backend that would have answered
     try:

@@ -23,7 +23,7 @@ from crystallise.jobs.services import job_cancel
 from crystallise.parsers import LimitedJSONParser
 from indexer import exports
 from indexer.models import IndexJob, IndexResult
-from indexer.prompts import Status
+from indexer.precheck import Status
 from indexer.serializers import (
     MAX_JOB_RECORDS,
     IndexJobCreateSerializer,

@@ -24,6 +24,7 @@ from crystallise.tokens import count_message_tokens, estimate_cost_usd
 from screening import prompts
 from screening.clustering import cluster_papers, single_cluster
 from screening.models import CallbackStatus, Paper, ScreeningJob, ScreeningResult
+from screening.scoring import score_verdicts
 
 TASK = ScreeningJob.RUN_TASK
 PAPER_INSERT_BATCH = 2000
@@ -290,7 +291,7 @@ class ScreeningKind:
             {"kind": kind, "index": index, "text": text, "verdict": verdicts[cid], "reasoning": given[cid].reason}
             for cid, kind, index, text in self.ids
         ]
-        row.score = round(prompts.score_verdicts(verdicts, job.criteria), 4)
+        row.score = round(score_verdicts(verdicts, job.criteria), 4)
         row.decision = "include" if row.score >= job.threshold else "exclude"
         row.confidence = min(1.0, max(0.0, float(decision.confidence)))
         row.needs_review = "unclear" in verdicts.values() or row.confidence < 0.6

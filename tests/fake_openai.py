@@ -170,16 +170,24 @@ def prompt_token_ids(messages: list) -> array:
 # --- content ----------------------------------------------------------------------
 
 
+# The apps whose mock answers the fake gives (Django registers them in a served
+# process; the fake may run without Django, so it registers them itself).
+ANSWERING_APPS = ("screening", "criteria", "indexer")
+
+
 @functools.cache
 def _brain() -> Callable[[str | None, list], dict | None] | None:
     # Resolved once per process. Only a missing module means "no brain": an
     # ImportError raised inside it is a bug and must surface.
     try:
-        from crystallise.llm.mock import brain
+        from crystallise.llm.mock import brain, register_mock_answer
     except ModuleNotFoundError as e:
         if e.name in ("crystallise", "crystallise.llm", "crystallise.llm.mock"):
             return None
         raise
+    for app in ANSWERING_APPS:
+        answers = importlib.import_module(f"{app}.mock_answers")
+        register_mock_answer(answers.SCHEMA_NAME, answers.mock_answer)
     return brain
 
 

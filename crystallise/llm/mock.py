@@ -1,36 +1,40 @@
 """The `mock` backend: deterministic, offline, free.
 
-Answers come from simple text matching done by each app's `mock_answer`
-(registered below by the schema's name), so demos show plausible verdicts
-without a key. Every result it produces is marked `llm_backend: "mock"`
-and costs nothing. The test suite's OpenAI-compatible fake server uses the
-same answers (`brain`), so the real SDK path gets predictable content too.
+Answers come from simple text matching done by each app's mock answer
+(which the app registers by its schema's name, `register_mock_answer`, when
+Django loads it), so demos show plausible verdicts without a key. Every
+result it produces is marked `llm_backend: "mock"` and costs nothing.
+The test suite's OpenAI-compatible fake server uses the same answers
+(`brain`), so the real SDK path gets predictable content too.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
+from collections.abc import Callable
 
 from crystallise.llm.base import CallOptions, LLMResult
 from crystallise.tokens import Usage
 
-# Schema (pydantic model) name → "module:function" answering it. Imported
-# lazily: the fake server uses `brain` without Django being configured.
-RESPONDERS = {
-    "ScreeningDecision": "screening.prompts:mock_answer",
-    "ConsolidatedCriteria": "criteria.prompts:mock_answer",
-    "IndexedRecord": "indexer.prompts:mock_answer",
-}
+MockAnswer = Callable[[list[dict]], dict]
+
+# Schema (pydantic model) name → the function answering it, from chat messages.
+_ANSWERS: dict[str, MockAnswer] = {}
+
+
+def register_mock_answer(schema_name: str, answer: MockAnswer) -> None:
+    """Answer prompts whose schema is called `schema_name` with `answer(messages)`.
+
+    Apps register theirs in `AppConfig.ready()`; the test fake server, which
+    runs without Django, registers the apps' answers itself.
+    """
+    _ANSWERS[schema_name] = answer
 
 
 def brain(schema_name: str, messages: list[dict]) -> dict | None:
-    """The deterministic answer for a known schema, or None."""
-    target = RESPONDERS.get(schema_name)
-    if target is None:
-        return None
-    module, func = target.split(":")
-    return getattr(importlib.import_module(module), func)(messages)
+    """The deterministic answer for a registered schema, or None."""
+    answer = _ANSWERS.get(schema_name)
+    return None if answer is None else answer(messages)
 
 
 class MockClient:
