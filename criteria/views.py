@@ -7,9 +7,9 @@ from rest_framework.views import APIView
 from criteria.serializers import ConsolidateInSerializer, ConsolidateOutSerializer
 from criteria.services import criteria_consolidate
 from crystallise.auth import request_openai_key
-from screening.views import ERROR
+from crystallise.openapi import error_responses
 
-ERRORS = {400: ERROR, 401: ERROR, 405: ERROR, 429: ERROR, 502: ERROR}
+ERRORS = error_responses(400, 401, 405, 429, 502)
 
 
 class Consolidate(APIView):

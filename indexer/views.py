@@ -20,6 +20,7 @@ from crystallise.errors import ValidationError
 from crystallise.formats import parse_upload
 from crystallise.jobs.models import ACTIVE_STATUSES, JobStatus
 from crystallise.jobs.services import job_cancel
+from crystallise.openapi import error_responses
 from crystallise.parsers import LimitedJSONParser
 from indexer import exports
 from indexer.models import IndexJob, IndexResult
@@ -33,9 +34,8 @@ from indexer.serializers import (
     IndexRunOutSerializer,
 )
 from indexer.services import index_run, job_create, job_delete
-from screening.views import ERROR
 
-ERRORS = {400: ERROR, 401: ERROR, 404: ERROR, 405: ERROR, 413: ERROR, 429: ERROR, 502: ERROR}
+ERRORS = error_responses(400, 401, 404, 405, 413, 429, 502)
 KEY_HEADER = OpenApiParameter("X-OpenAI-API-Key", str, OpenApiParameter.HEADER,
                               description="Per-request OpenAI key (optional).")
 

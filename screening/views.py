@@ -2,8 +2,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, inline_serializer
-from rest_framework import serializers as drf_serializers
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
@@ -20,6 +19,7 @@ from crystallise.auth import request_openai_key
 from crystallise.errors import ValidationError
 from crystallise.formats import parse_upload
 from crystallise.jobs.models import ACTIVE_STATUSES, JobStatus
+from crystallise.openapi import error_responses
 from crystallise.parsers import LimitedJSONParser
 from screening import exports
 from screening.models import ScreeningJob, ScreeningResult
@@ -31,15 +31,7 @@ from screening.serializers import (
 )
 from screening.services import job_cancel, job_create, job_delete
 
-ERROR = inline_serializer(
-    "Error",
-    {
-        "error_category": drf_serializers.CharField(),
-        "detail": drf_serializers.CharField(),
-        "errors": drf_serializers.DictField(required=False),
-    },
-)
-ERRORS = {400: ERROR, 401: ERROR, 404: ERROR, 405: ERROR, 409: ERROR, 413: ERROR}
+ERRORS = error_responses(400, 401, 404, 405, 409, 413)
 
 
 def get_job(request, job_id) -> ScreeningJob:
