@@ -66,7 +66,7 @@ def create(n: int, seed: int) -> str:
     from screening.services import job_create
 
     caller = Caller(label="bench", fingerprint=fingerprint("bench"))
-    job, _ = job_create(caller=caller, payload={"criteria": CRITERIA, "model": "gpt-5-nano"},
+    job, _ = job_create(caller=caller, criteria=CRITERIA, model="gpt-5-nano",
                         papers=papers(n, seed=seed), request_openai_key=None, enqueue=False)
     return str(job.pk)
 

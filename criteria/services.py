@@ -20,13 +20,13 @@ from django.conf import settings
 from criteria import prompts
 from criteria.duplicates import is_near_duplicate, normalise
 from crystallise.auth import Caller
-from crystallise.config import model_capabilities, validate_model
+from crystallise.config import model_capabilities
 from crystallise.errors import Category, LLMError
-from crystallise.jobs.budget import check_budget
-from crystallise.keyvault import resolve_openai_key
 from crystallise.llm import make_client
+from crystallise.llm.backends import get_backend
 from crystallise.llm.base import CallOptions
-from crystallise.tokens import Usage, cost_usd, count_message_tokens, estimate_cost_usd
+from crystallise.preflight import preflight
+from crystallise.tokens import Usage, count_message_tokens, estimate_cost_usd
 
 KINDS = ("inclusion", "exclusion")
 
@@ -69,15 +69,15 @@ def criteria_consolidate(
     request_openai_key: str | None,
 ) -> dict[str, Any]:
     """The consolidated lists, warnings, usage and cost (the response body)."""
-    model = validate_model(model)
-    backend = settings.CRYSTALLISE_LLM_BACKEND
-    resolved = resolve_openai_key(request_openai_key, backend=backend)
     deduped = criteria_deduplicate(criteria=criteria)
     messages = prompts.messages_for(research_question, deduped.unique)
     budget = output_budget(len(deduped.unique))
-    estimate = estimate_cost_usd(model, input_tokens=count_message_tokens(messages), output_tokens=budget)
-    check_budget(caller=caller, estimate=estimate, cap=max_estimated_cost_usd,
-                 advice="Raise the cap, send fewer criteria, or pick a cheaper model.")
+    checked = preflight(
+        caller=caller, model=model, request_openai_key=request_openai_key, cap=max_estimated_cost_usd,
+        estimate=lambda m: estimate_cost_usd(m, input_tokens=count_message_tokens(messages), output_tokens=budget),
+        advice="Raise the cap, send fewer criteria, or pick a cheaper model.",
+    )
+    model, backend, resolved = checked.model, checked.backend.name, checked.key
     options = CallOptions(
         model=model,
         schema=prompts.ConsolidatedCriteria,
@@ -103,7 +103,7 @@ def criteria_consolidate(
                     body[kind].append(proposal)
     body.update(
         usage=usage.as_dict(),
-        cost_usd=Decimal("0") if used_backend == "mock" else cost_usd(model, usage),
+        cost_usd=get_backend(used_backend).cost(model, usage),
         llm_backend=used_backend,
     )
     return body

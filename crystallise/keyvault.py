@@ -18,6 +18,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from django.conf import settings
 
 from crystallise.errors import ValidationError
+from crystallise.llm.backends import get_backend
 
 SOURCE_REQUEST = "request"
 SOURCE_SERVER = "server"
@@ -62,7 +63,7 @@ def resolve_openai_key(request_key: str | None, *, backend: str | None = None) -
         return ResolvedKey(request_key, SOURCE_REQUEST)
     if settings.CRYSTALLISE_OPENAI_API_KEY:
         return ResolvedKey(settings.CRYSTALLISE_OPENAI_API_KEY, SOURCE_SERVER)
-    if backend == "mock":
+    if not get_backend(backend).needs_key:
         return ResolvedKey(None, SOURCE_NONE)
     raise MissingOpenAIKey(NO_KEY_MESSAGE)
 
@@ -85,3 +86,23 @@ def decrypt(token: str) -> str | None:
         return _fernet(settings.SECRET_KEY).decrypt(token.encode()).decode()
     except (InvalidToken, ValueError):
         return None
+
+
+def job_openai_key(job) -> tuple[bool, str | None]:
+    """(available, key) for a job's OpenAI key: the per-request one while its ciphertext exists, else the server's.
+
+    A job never switches keys: a server key replaced since the job started
+    (another fingerprint) counts as unavailable.
+    """
+    from crystallise.jobs.models import JobSecret
+
+    if job.openai_key_source == SOURCE_REQUEST:
+        secret = JobSecret.objects.filter(job_id=job.pk).first()
+        key = decrypt(secret.ciphertext) if secret else None
+        return key is not None, key
+    if not get_backend(job.llm_backend).needs_key:
+        return True, None
+    key = settings.CRYSTALLISE_OPENAI_API_KEY
+    if not key or (job.openai_key_fingerprint and key_fingerprint(key) != job.openai_key_fingerprint):
+        return False, None
+    return True, key

@@ -20,15 +20,16 @@ from django.db import transaction
 from django.db.models import Count, Q
 
 from crystallise.auth import Caller
-from crystallise.config import model_capabilities, validate_model
+from crystallise.config import model_capabilities
 from crystallise.errors import Category, LLMError
-from crystallise.jobs.budget import check_budget
-from crystallise.jobs.runner import Outcome, run_job
-from crystallise.jobs.services import job_enqueue, store_request_key
-from crystallise.keyvault import SOURCE_REQUEST, ResolvedKey, resolve_openai_key
+from crystallise.jobs import lifecycle
+from crystallise.jobs.runner import OnlineKind, Outcome, run_job
+from crystallise.keyvault import SOURCE_REQUEST, ResolvedKey
 from crystallise.llm import make_client
+from crystallise.llm.backends import get_backend
 from crystallise.llm.base import CallOptions
-from crystallise.tokens import Usage, cost_usd, count_message_tokens, estimate_cost_usd, get_encoding
+from crystallise.preflight import Preflight, preflight
+from crystallise.tokens import Usage, count_message_tokens, estimate_cost_usd, get_encoding
 from indexer import prompts
 from indexer.models import IndexJob, IndexResult, Record
 from indexer.precheck import Status, precheck
@@ -64,9 +65,13 @@ def estimate_index_cost(*, model: str, fields: list[str], records: list[dict]) -
                              output_tokens=output_budget(fields) * len(texts))
 
 
-def _check_budget(caller: Caller, estimate: Decimal, cap: Decimal | None) -> None:
-    check_budget(caller=caller, estimate=estimate, cap=cap,
-                 advice="Raise the cap, index fewer records, request fewer fields, or pick a cheaper model.")
+def _preflight(*, caller: Caller | None, model: str | None, records: list[dict], fields: list[str],
+               cap: Decimal | None, request_openai_key: str | None) -> Preflight:
+    return preflight(
+        caller=caller, model=model, request_openai_key=request_openai_key, cap=cap,
+        estimate=lambda m: estimate_index_cost(model=m, fields=fields, records=records),
+        advice="Raise the cap, index fewer records, request fewer fields, or pick a cheaper model.",
+    )
 
 
 @dataclass
@@ -106,14 +111,12 @@ def index_run(
     request_openai_key: str | None,
 ) -> dict[str, Any]:
     """Index up to 100 records in the request, concurrently; the response body."""
-    model = validate_model(model)
-    backend = settings.CRYSTALLISE_LLM_BACKEND
-    resolved = resolve_openai_key(request_openai_key, backend=backend)
-    estimate = estimate_index_cost(model=model, fields=fields, records=records)
-    _check_budget(caller, estimate, max_estimated_cost_usd)
-    outcomes = asyncio.run(_index_all(resolved, backend, call_options(model=model, fields=fields), records))
+    checked = _preflight(caller=caller, model=model, records=records, fields=fields, cap=max_estimated_cost_usd,
+                         request_openai_key=request_openai_key)
+    model, backend = checked.model, checked.backend
+    outcomes = asyncio.run(_index_all(checked.key, backend.name, call_options(model=model, fields=fields), records))
     usage = sum((o.usage for o in outcomes if o.usage), Usage())
-    used_backend = next((o.backend for o in outcomes if o.backend), backend)
+    used_backend = next((o.backend for o in outcomes if o.backend), backend.name)
     out, errors = [], []
     for record, outcome in zip(records, outcomes, strict=True):
         out.append({"id": record["id"], "indexing_status": outcome.status, "extraction_error": outcome.error,
@@ -124,7 +127,7 @@ def index_run(
         "records": out,
         "errors": errors,
         "usage": usage.as_dict(),
-        "cost_usd": Decimal("0") if used_backend == "mock" else cost_usd(model, usage),
+        "cost_usd": get_backend(used_backend).cost(model, usage),
         "llm_backend": used_backend,
     }
 
@@ -173,13 +176,12 @@ def job_create(
     enqueue: bool = True,
 ) -> IndexJob:
     """Validate, estimate and store an index job; enqueue it for a worker unless `enqueue` is False (the CLI)."""
-    model = validate_model(model)
-    backend = settings.CRYSTALLISE_LLM_BACKEND
-    resolved = resolve_openai_key(request_openai_key, backend=backend)
-    estimate = estimate_index_cost(model=model, fields=fields, records=records)
-    _check_budget(caller, estimate, max_estimated_cost_usd)
+    checked = _preflight(caller=caller, model=model, records=records, fields=fields, cap=max_estimated_cost_usd,
+                         request_openai_key=request_openai_key)
+    resolved, estimate = checked.key, checked.estimate
     job = IndexJob(
-        model=model, llm_backend=backend, openai_key_source=resolved.source, openai_key_fingerprint=resolved.fingerprint,
+        model=checked.model, llm_backend=checked.backend.name, openai_key_source=resolved.source,
+        openai_key_fingerprint=resolved.fingerprint,
         api_key_id=caller.api_key_id if caller else None, api_key_label=caller.label if caller else "",
         owner=owner or caller.fingerprint, idempotency_key=idempotency_key, fields=list(fields), source=source[:500],
         total=len(records), estimated_cost_usd=estimate, max_estimated_cost_usd=max_estimated_cost_usd,
@@ -193,9 +195,9 @@ def job_create(
             batch_size=RECORD_INSERT_BATCH,
         )
         if resolved.source == SOURCE_REQUEST:
-            store_request_key(job, resolved.key)
+            lifecycle.store_request_key(job, resolved.key)
         if enqueue:
-            job_enqueue(job=job, task=IndexJob.RUN_TASK)
+            lifecycle.enqueue(job)
     return job
 
 
@@ -233,7 +235,7 @@ def job_run(*, job_id, concurrency: int | None = None, on_outcome=None) -> str |
     return run_job(IndexKind(on_outcome=on_outcome), job_id, concurrency=concurrency)
 
 
-class IndexKind:
+class IndexKind(OnlineKind):
     """How the shared runner indexes records."""
 
     job_model = IndexJob
@@ -295,29 +297,10 @@ def job_reopen(*, job: IndexJob) -> IndexJob:
 
     Records that got `llm_error` are retried (their results are removed);
     records indexed or prechecked keep their results and are not billed again.
-    A job left `running` by a killed process gets its heartbeat moved into the
-    past so the next `run_job` can claim it at once.
     """
-    from datetime import timedelta
-
-    from django.utils import timezone
-
-    from crystallise.jobs.models import JobStatus
-
     with transaction.atomic():
         IndexResult.objects.filter(job=job, indexing_status=Status.LLM_ERROR).delete()
-        complete = recount(job) >= job.total
-        updates: dict[str, Any] = {}
-        if job.status == JobStatus.RUNNING:
-            stale = timezone.now() - timedelta(seconds=settings.CRYSTALLISE_JOB_STALE_SECONDS + 1)
-            updates.update(heartbeat_at=stale)
-        elif job.status != JobStatus.PENDING and not complete:
-            updates.update(status=JobStatus.PENDING, error_category=None, error_message=None, finished_at=None,
-                           lease=None)
-        if updates:
-            IndexJob.objects.filter(pk=job.pk).update(**updates)
-    job.refresh_from_db()
-    return job
+        return lifecycle.reopen(job=job, complete=recount(job) >= job.total)
 
 
 def recount(job: IndexJob) -> int:

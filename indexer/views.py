@@ -18,8 +18,8 @@ from crystallise.api import (
 from crystallise.auth import request_openai_key
 from crystallise.errors import ValidationError
 from crystallise.formats import parse_upload
+from crystallise.jobs.lifecycle import cancel as job_cancel
 from crystallise.jobs.models import ACTIVE_STATUSES, JobStatus
-from crystallise.jobs.services import job_cancel
 from crystallise.openapi import error_responses
 from crystallise.parsers import LimitedJSONParser
 from indexer import exports

@@ -5,7 +5,7 @@ from django.utils.html import format_html, format_html_join
 
 from crystallise.jobs.admin import JobAdmin, truncate
 from screening.models import ScreeningJob, ScreeningResult
-from screening.services import job_cancel, job_resubmit
+from screening.services import job_resubmit
 
 
 @admin.register(ScreeningJob)
@@ -52,9 +52,6 @@ class ScreeningJobAdmin(JobAdmin):
                                 ((c.get("id"), c.get("label"), c.get("size")) for c in job.clusters))
         return format_html("<table><thead><tr><th>Id</th><th>Label</th><th>Papers</th></tr></thead>"
                            "<tbody>{}</tbody></table>", rows)
-
-    def cancel(self, job: ScreeningJob) -> ScreeningJob:
-        return job_cancel(job=job)
 
     def resubmit(self, job: ScreeningJob) -> ScreeningJob:
         return job_resubmit(job=job)

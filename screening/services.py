@@ -1,4 +1,4 @@
-"""Screening workflows: create (validate, estimate, store, enqueue), run, cancel, delete."""
+"""Screening workflows: create (validate, estimate, store, enqueue), run, delete, and the completion callback."""
 
 from __future__ import annotations
 
@@ -11,22 +11,19 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
 
 from crystallise.auth import Caller
-from crystallise.config import model_capabilities, validate_model
+from crystallise.config import model_capabilities
 from crystallise.errors import Category, ConflictError, LLMError
-from crystallise.jobs import services as jobs_services
-from crystallise.jobs.budget import check_budget
-from crystallise.jobs.models import JobStatus
-from crystallise.jobs.runner import Outcome, run_job
-from crystallise.jobs.services import job_enqueue, store_request_key
-from crystallise.keyvault import SOURCE_REQUEST, resolve_openai_key
+from crystallise.jobs import lifecycle
+from crystallise.jobs.runner import OnlineKind, Outcome, run_job
+from crystallise.keyvault import SOURCE_REQUEST
 from crystallise.llm.base import CallOptions
+from crystallise.preflight import preflight
 from crystallise.tokens import count_message_tokens, estimate_cost_usd
 from screening import prompts
 from screening.clustering import cluster_papers, single_cluster
 from screening.models import CallbackStatus, Paper, ScreeningJob, ScreeningResult
 from screening.scoring import score_verdicts
 
-TASK = ScreeningJob.RUN_TASK
 PAPER_INSERT_BATCH = 2000
 
 
@@ -57,47 +54,57 @@ def request_fingerprint(payload: dict, papers: list[dict]) -> str:
 def job_create(
     *,
     caller: Caller,
-    payload: dict,
+    criteria: dict,
     papers: list[dict],
-    request_openai_key: str | None,
+    model: str | None = None,
+    project_id: str | None = None,
+    threshold: float = 1.0,
+    clusters: dict | None = None,
+    max_estimated_cost_usd: Decimal | None = None,
+    callback_url: str | None = None,
+    request_openai_key: str | None = None,
     idempotency_key: str | None = None,
     enqueue: bool = True,
 ) -> tuple[ScreeningJob, bool]:
-    """Validate, estimate and store a screening job, then enqueue it. Returns (job, created)."""
-    from django.conf import settings
+    """Check (preflight), estimate and store a screening job, then enqueue it. Returns (job, created).
 
-    model = validate_model(payload.get("model"))
-    backend = settings.CRYSTALLISE_LLM_BACKEND
-    resolved = resolve_openai_key(request_openai_key, backend=backend)
-    fingerprint = request_fingerprint(payload, papers)
-    if idempotency_key:
+    The arguments are the API's validated fields (`ScreeningJobCreateSerializer`).
+    """
+    inputs = {"model": model, "project_id": project_id, "criteria": criteria, "threshold": threshold,
+              "clusters": clusters, "max_estimated_cost_usd": max_estimated_cost_usd, "callback_url": callback_url}
+    fingerprint = request_fingerprint({k: v for k, v in inputs.items() if v is not None}, papers)
+
+    def replay() -> ScreeningJob | None:
+        if not idempotency_key:
+            return None
         existing = ScreeningJob.objects.filter(owner=caller.fingerprint, idempotency_key=idempotency_key).first()
-        if existing is not None:
-            return _replay(existing, fingerprint), False
-    criteria = payload["criteria"]
-    estimate = estimate_job_cost(model=model, criteria=criteria, papers=papers)
-    cap = payload.get("max_estimated_cost_usd")
-    check_budget(caller=caller, estimate=estimate, cap=cap,
-                 advice="Raise the cap, screen fewer papers, or pick a cheaper model.")
-    clusters_config = {"by": "none", "count": None, "include": None, **(payload.get("clusters") or {})}
+        return None if existing is None else _replay(existing, fingerprint)
+
+    checked = preflight(
+        caller=caller, model=model, request_openai_key=request_openai_key, cap=max_estimated_cost_usd,
+        estimate=lambda m: estimate_job_cost(model=m, criteria=criteria, papers=papers), replay=replay,
+        advice="Raise the cap, screen fewer papers, or pick a cheaper model.",
+    )
+    if checked.replayed is not None:
+        return checked.replayed, False
     job = ScreeningJob(
-        model=model,
-        project_id=payload.get("project_id") or None,
-        llm_backend=backend,
-        openai_key_source=resolved.source,
-        openai_key_fingerprint=resolved.fingerprint,
+        model=checked.model,
+        project_id=project_id or None,
+        llm_backend=checked.backend.name,
+        openai_key_source=checked.key.source,
+        openai_key_fingerprint=checked.key.fingerprint,
         api_key_id=caller.api_key_id,
         api_key_label=caller.label,
         owner=caller.fingerprint,
         idempotency_key=idempotency_key or None,
         request_hash=fingerprint,
         criteria=criteria,
-        threshold=payload.get("threshold", 1.0),
-        clusters_config=clusters_config,
+        threshold=threshold,
+        clusters_config={"by": "none", "count": None, "include": None, **(clusters or {})},
         total=len(papers),
-        estimated_cost_usd=estimate,
-        max_estimated_cost_usd=cap,
-        callback_url=payload.get("callback_url") or None,
+        estimated_cost_usd=checked.estimate,
+        max_estimated_cost_usd=max_estimated_cost_usd,
+        callback_url=callback_url or None,
     )
     try:
         with transaction.atomic():
@@ -113,10 +120,10 @@ def job_create(
                 ),
                 batch_size=PAPER_INSERT_BATCH,
             )
-            if resolved.source == SOURCE_REQUEST:
-                store_request_key(job, resolved.key)
+            if checked.key.source == SOURCE_REQUEST:
+                lifecycle.store_request_key(job, checked.key.key)
             if enqueue:
-                job_enqueue(job=job, task=TASK)
+                lifecycle.enqueue(job)
     except IntegrityError:
         return _resolve_conflict(job, caller, idempotency_key, fingerprint), False
     return job, True
@@ -154,22 +161,12 @@ def job_delete(*, job: ScreeningJob) -> None:
 
 
 def job_run(*, job_id, concurrency: int | None = None) -> str | None:
-    status = run_job(ScreeningKind(), job_id, concurrency=concurrency)
-    if status is not None:
-        callback_enqueue(job_id=job_id)
-    return status
+    return run_job(ScreeningKind(), job_id, concurrency=concurrency)
 
 
-def job_cancel(*, job: ScreeningJob) -> ScreeningJob:
-    """Cancel an active screening job; once cancelled, its completion callback is sent like any ending's."""
-    job = jobs_services.job_cancel(job=job)
-    if job.status == JobStatus.CANCELLED:
-        callback_enqueue(job_id=job.pk)
-    return job
-
-
-def callback_enqueue(*, job_id) -> None:
-    """Queue the completion callback of a finished job that asked for one."""
+def callback_enqueue(job_id) -> None:
+    """Queue the completion callback of a job that asked for one: the end hook of every screening job
+    (completed, failed, cancelled or never enqueued; registered in `ScreeningConfig.ready`)."""
     if ScreeningJob.objects.filter(pk=job_id, callback_url__isnull=False).exists():
         from django_q.tasks import async_task
 
@@ -197,7 +194,7 @@ def callback_deliver(*, job_id, backoff: float = 2.0) -> str | None:
     return status.value
 
 
-class ScreeningKind:
+class ScreeningKind(OnlineKind):
     """How the shared runner screens papers."""
 
     job_model = ScreeningJob
@@ -340,7 +337,5 @@ def job_resubmit(*, job: ScreeningJob) -> ScreeningJob:
         "clusters": job.clusters_config, "max_estimated_cost_usd": job.max_estimated_cost_usd,
         "callback_url": job.callback_url, "papers": papers,
     }
-    payload = validated(ScreeningJobCreateSerializer(data=data))
-    new_job, _ = job_create(caller=original_caller(job), payload=payload, papers=payload.pop("papers"),
-                            request_openai_key=None)
+    new_job, _ = job_create(caller=original_caller(job), **validated(ScreeningJobCreateSerializer(data=data)))
     return new_job

@@ -18,6 +18,7 @@ from crystallise.api import (
 from crystallise.auth import request_openai_key
 from crystallise.errors import ValidationError
 from crystallise.formats import parse_upload
+from crystallise.jobs import lifecycle
 from crystallise.jobs.models import ACTIVE_STATUSES, JobStatus
 from crystallise.openapi import error_responses
 from crystallise.parsers import LimitedJSONParser
@@ -29,7 +30,7 @@ from screening.serializers import (
     ScreeningJobSerializer,
     ScreeningResultSerializer,
 )
-from screening.services import job_cancel, job_create, job_delete
+from screening.services import job_create, job_delete
 
 ERRORS = error_responses(400, 401, 404, 405, 409, 413)
 
@@ -91,10 +92,10 @@ class JobListCreate(APIView):
         idempotency_key = (request.headers.get("Idempotency-Key") or "").strip()[:200] or None
         job, created = job_create(
             caller=request.user,
-            payload=payload,
             papers=papers,
             request_openai_key=request_openai_key(request),
             idempotency_key=idempotency_key,
+            **payload,
         )
         body = ScreeningJobSerializer(job, context={"request": request}).data
         headers = {"Location": body["results_url"].rsplit("/results", 1)[0]}
@@ -114,7 +115,7 @@ class JobDetail(APIView):
     @extend_schema(operation_id="screening_jobs_destroy", responses={200: ScreeningJobSerializer, 204: None, **ERRORS})
     def delete(self, request, job_id):
         return delete_job_response(request, get_job(request, job_id), serializer_class=ScreeningJobSerializer,
-                                   cancel=job_cancel, delete=job_delete)
+                                   cancel=lifecycle.cancel, delete=job_delete)
 
 
 class JobResults(APIView):

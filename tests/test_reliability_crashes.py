@@ -16,7 +16,7 @@ import time
 import pytest
 from django.db import connection
 
-from crystallise.jobs import runner
+from crystallise.jobs import online
 from screening.models import Paper, ScreeningJob, ScreeningResult
 from screening.services import job_run
 from tests.test_screening_restarts import CRITERIA, URL, make_stale, papers, start_worker, wait_for
@@ -76,7 +76,7 @@ def test_worker_sigkilled_a_dozen_times_finishes_once_per_paper(api, fake_openai
 
     # Billing: a kill loses the calls in flight (≤ concurrency) and the answers
     # received but not yet written (≤ one flush interval's worth).
-    per_kill = CONCURRENCY + int(CONCURRENCY * runner.FLUSH_SECONDS / latency) + 1
+    per_kill = CONCURRENCY + int(CONCURRENCY * online.FLUSH_SECONDS / latency) + 1
     assert fake_openai.count <= n + kills * per_kill, (fake_openai.count, n, kills)
     repeats = collections.Counter(filter(None, map(_paper_of, fake_openai.requests)))
     billed_twice = sum(c - 1 for c in repeats.values() if c > 1)
@@ -137,8 +137,8 @@ def test_cancel_racing_completion_ends_in_exactly_one_terminal_state(api, fake_o
 def test_cancel_waiting_on_a_batch_write_is_stamped_after_it(api, fake_openai):
     import uuid
 
-    from crystallise.jobs.runner import claim
-    from crystallise.jobs.services import job_cancel
+    from crystallise.jobs.lifecycle import cancel as job_cancel
+    from crystallise.jobs.lifecycle import claim
 
     job_id = api.post(URL, {"criteria": CRITERIA, "papers": papers(3)}, format="json").json()["id"]
     token = uuid.uuid4()

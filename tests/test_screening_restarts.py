@@ -138,7 +138,7 @@ def test_recovery_schedule_enqueues_a_pending_job_that_was_never_enqueued(api, f
     from screening.services import job_create
 
     caller = Caller(label="test", fingerprint=fingerprint("test-key"))
-    job, _ = job_create(caller=caller, payload={"criteria": CRITERIA}, papers=papers(3),
+    job, _ = job_create(caller=caller, criteria=CRITERIA, papers=papers(3),
                         request_openai_key=None, enqueue=False)
     assert job.heartbeat_at is None
     assert recover_jobs()["ScreeningJob"]["requeued"] == 0  # just created: not orphaned yet
@@ -202,16 +202,45 @@ def test_runtime_budget_stop(api, fake_openai, settings):
     assert body["cost_usd"] > 0
 
 
-def test_kickoff_failure_fails_job_at_once(api, fake_openai, monkeypatch):
-    import crystallise.jobs.services as job_services
+def test_kickoff_failure_fails_job_at_once_and_sends_its_callback(api, fake_openai, monkeypatch, run_queue, settings):
+    """A job whose enqueue fails ends like any other: failed `internal`, key forgotten, callback delivered."""
+    import json
+    from http.server import BaseHTTPRequestHandler, HTTPServer
 
-    def broken(**kwargs):
+    from crystallise.jobs import lifecycle
+    from crystallise.jobs.models import JobSecret
+
+    settings.CRYSTALLISE_CALLBACK_ALLOW_PRIVATE = True
+    received = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    def broken(job):
         raise RuntimeError("queue down")
 
-    monkeypatch.setattr(job_services, "job_enqueue_now", broken)
-    job = api.post(URL, {"criteria": CRITERIA, "papers": papers(2)}, format="json").json()
-    body = api.get(f"{URL}/{job['id']}").json()
-    assert body["status"] == "failed" and body["error_category"] == "internal"
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(lifecycle, "enqueue_now", broken)
+    try:
+        job = api.post(URL, {"criteria": CRITERIA, "papers": papers(2),
+                             "callback_url": f"http://127.0.0.1:{server.server_port}/hook"},
+                       format="json", HTTP_X_OPENAI_API_KEY="sk-request-key-1234").json()
+        body = api.get(f"{URL}/{job['id']}").json()
+        assert body["status"] == "failed" and body["error_category"] == "internal"
+        assert not JobSecret.objects.filter(job_id=job["id"]).exists()
+        run_queue()
+    finally:
+        server.shutdown()
+    assert [(r["id"], r["status"], r["error_category"]) for r in received] == [(job["id"], "failed", "internal")]
+    assert api.get(f"{URL}/{job['id']}").json()["callback_status"] == "delivered"
 
 
 def test_resume_never_switches_to_a_different_server_key(api, fake_openai, settings):

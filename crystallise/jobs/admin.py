@@ -16,8 +16,8 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from crystallise.errors import CrystalliseError
+from crystallise.jobs import lifecycle
 from crystallise.jobs.models import ACTIVE_STATUSES, BaseJob, JobStatus
-from crystallise.jobs.services import job_cancel
 
 RESULTS_PER_PAGE = 100
 # Resubmitting re-reads every paper of a job; a handful at a time keeps one request bounded.
@@ -144,17 +144,13 @@ class JobAdmin(admin.ModelAdmin):
     def cancel_jobs(self, request: HttpRequest, queryset: QuerySet) -> None:
         cancelled = 0
         for job in queryset.filter(status__in=ACTIVE_STATUSES):
-            job = self.cancel(job)
+            job = lifecycle.cancel(job=job)
             if job.status == JobStatus.CANCELLED:
                 cancelled += 1
         skipped = queryset.count() - cancelled
         note = f" {skipped} already finished, left as they were." if skipped else ""
         level = messages.SUCCESS if cancelled else messages.WARNING
         self.message_user(request, f"Cancelled {cancelled} job{'' if cancelled == 1 else 's'}.{note}", level)
-
-    def cancel(self, job: BaseJob) -> BaseJob:
-        """The app's cancel service, the one DELETE uses (screening's also sends the callback)."""
-        return job_cancel(job=job)
 
     @admin.action(description="Resubmit selected jobs (same inputs, new job)", permissions=["operate"])
     def resubmit_jobs(self, request: HttpRequest, queryset: QuerySet) -> None:

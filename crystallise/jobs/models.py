@@ -9,7 +9,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from crystallise.tokens import Usage, cost_usd
+from crystallise.llm.backends import get_backend
+from crystallise.tokens import Usage
 
 
 class JobStatus(models.TextChoices):
@@ -120,9 +121,7 @@ class BaseJob(models.Model):
         return self.usage.as_dict()
 
     def actual_cost(self) -> Decimal:
-        if self.llm_backend == "mock":
-            return Decimal("0")
-        return cost_usd(self.model, self.usage)
+        return get_backend(self.llm_backend).cost(self.model, self.usage)
 
     @property
     def duration_seconds(self) -> float | None:

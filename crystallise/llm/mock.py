@@ -3,7 +3,7 @@
 Answers come from simple text matching done by each app's mock answer
 (which the app registers by its schema's name, `register_mock_answer`, when
 Django loads it), so demos show plausible verdicts without a key. Every
-result it produces is marked `llm_backend: "mock"` and costs nothing.
+result it produces is marked with this backend's name and costs nothing.
 The test suite's OpenAI-compatible fake server uses the same answers
 (`brain`), so the real SDK path gets predictable content too.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from crystallise.llm.backends import MOCK
 from crystallise.llm.base import CallOptions, LLMResult
 from crystallise.tokens import Usage
 
@@ -38,7 +39,11 @@ def brain(schema_name: str, messages: list[dict]) -> dict | None:
 
 
 class MockClient:
-    backend = "mock"
+    backend = MOCK.name
+
+    @classmethod
+    def create(cls, **_: object) -> MockClient:
+        return cls()
 
     async def complete(self, messages: list[dict], options: CallOptions) -> LLMResult:
         answer = brain(options.schema.__name__, messages)

@@ -21,9 +21,11 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
 from crystallise.config import model_capabilities
 from crystallise.errors import Category, LLMError
+from crystallise.llm.backends import OPENAI
 from crystallise.llm.base import CallOptions, LLMResult, RetryPolicy
 from crystallise.llm.pacing import Pacer, retry_after_seconds
 from crystallise.logs import redact
+from crystallise.metrics.record import observed_attempt
 from crystallise.tokens import Usage
 
 logger = logging.getLogger(__name__)
@@ -99,7 +101,14 @@ class _BadOutput(LLMError):
 
 
 class OpenAIClient:
-    backend = "openai"
+    backend = OPENAI.name
+
+    @classmethod
+    def create(cls, *, api_key: str | None, concurrency: int, retry: RetryPolicy) -> OpenAIClient:
+        from django.conf import settings
+
+        return cls(api_key=api_key or "", base_url=settings.CRYSTALLISE_OPENAI_BASE_URL, concurrency=concurrency,
+                   retry=retry)
 
     def __init__(self, *, api_key: str, base_url: str | None, concurrency: int, retry: RetryPolicy) -> None:
         self.retry = retry
@@ -145,7 +154,7 @@ class OpenAIClient:
                 with attempt:
                     attempts += 1
                     try:
-                        parsed, usage = await self._once(messages, options)
+                        parsed, usage = await observed_attempt(self._once(messages, options), options.model)
                     except _BadOutput as bad:
                         spent = spent + bad.usage
                         raise

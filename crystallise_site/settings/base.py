@@ -13,6 +13,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from crystallise.llm.backends import BACKENDS
+
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
 env = environ.Env()
@@ -234,8 +236,8 @@ CRYSTALLISE_OPENAI_API_KEY = env.str("CRYSTALLISE_OPENAI_API_KEY", default="") o
 )
 CRYSTALLISE_OPENAI_BASE_URL = env.str("CRYSTALLISE_OPENAI_BASE_URL", default="") or None
 CRYSTALLISE_LLM_BACKEND = env.str("CRYSTALLISE_LLM_BACKEND", default="openai")
-if CRYSTALLISE_LLM_BACKEND not in ("openai", "mock"):
-    raise ImproperlyConfigured("CRYSTALLISE_LLM_BACKEND must be 'openai' or 'mock'.")
+if CRYSTALLISE_LLM_BACKEND not in BACKENDS:
+    raise ImproperlyConfigured(f"CRYSTALLISE_LLM_BACKEND must be one of {', '.join(map(repr, BACKENDS))}.")
 CRYSTALLISE_LLM_CONCURRENCY = env_int_between("CRYSTALLISE_LLM_CONCURRENCY", 32, 1, 1024)
 CRYSTALLISE_LLM_TIMEOUT = env_float_between("CRYSTALLISE_LLM_TIMEOUT", 60.0, 0.1, 3600)
 CRYSTALLISE_LLM_MAX_ATTEMPTS = env_int_between("CRYSTALLISE_LLM_MAX_ATTEMPTS", 5, 1, 20)

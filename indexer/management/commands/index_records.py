@@ -24,8 +24,8 @@ from crystallise.auth import COMMAND_LINE
 from crystallise.config import DEFAULT_MODEL, validate_model
 from crystallise.errors import CrystalliseError
 from crystallise.formats import parse_papers
+from crystallise.jobs.lifecycle import cancel as job_cancel
 from crystallise.jobs.models import ACTIVE_STATUSES, JobStatus
-from crystallise.jobs.services import job_cancel
 from crystallise.management import concurrency, writable
 from indexer import exports
 from indexer.models import IndexJob, IndexResult

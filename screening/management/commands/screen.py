@@ -12,12 +12,13 @@ from tqdm import tqdm
 from crystallise.auth import COMMAND_LINE
 from crystallise.errors import CrystalliseError
 from crystallise.formats import parse_papers
+from crystallise.jobs import lifecycle
 from crystallise.management import concurrency, writable
 from crystallise.serializers import validated
 from screening import exports
 from screening.models import ScreeningJob, ScreeningResult
 from screening.serializers import MAX_PAPERS, ScreeningJobCreateSerializer
-from screening.services import job_cancel, job_create, job_run
+from screening.services import job_create, job_run
 
 
 class Command(BaseCommand):
@@ -44,9 +45,7 @@ class Command(BaseCommand):
             data = {"model": model, "criteria": json.loads(Path(criteria).read_text()), "threshold": threshold,
                     "clusters": {"by": clusters}, "max_estimated_cost_usd": max_cost, "papers": papers}
             # The API's own validation: the shell accepts exactly what POST /v1/screening/jobs accepts.
-            payload = validated(ScreeningJobCreateSerializer(data=data))
-            job, _ = job_create(caller=COMMAND_LINE, payload=payload, papers=payload.pop("papers"),
-                                request_openai_key=None, enqueue=False)
+            job, _ = job_create(caller=COMMAND_LINE, enqueue=False, **validated(ScreeningJobCreateSerializer(data=data)))
         except CrystalliseError as exc:
             raise CommandError(exc.detail) from None
         except (OSError, ValueError) as exc:
@@ -61,7 +60,7 @@ class Command(BaseCommand):
                     screened = ScreeningJob.objects.values_list("screened", flat=True).get(pk=job.pk)
                     bar.update(screened - bar.n)
         except KeyboardInterrupt:
-            job = job_cancel(job=job)
+            job = lifecycle.cancel(job=job)
             worker.join(10)
             raise CommandError(f"Interrupted: job {job.pk} is {job.status} with {job.screened} of {job.total} papers "
                                "screened; no results file was written.", returncode=130) from None

@@ -1,0 +1,65 @@
+"""The LLM backends the service can run on, with the properties the rest of
+the code asks about: whether calls are billed, whether they need an OpenAI
+key. Nothing else compares backend names; a new backend is one entry here
+(plus its client class).
+
+This module imports nothing from Django or the SDK, so settings can validate
+`CRYSTALLISE_LLM_BACKEND` against it at start.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from crystallise.tokens import Usage
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    # Calls cost money: estimates, budgets, caps and `cost_usd` apply.
+    billable: bool
+    # Calls need an OpenAI key (request header or server key).
+    needs_key: bool
+    # "module:Class" of the client; imported on first use (the SDK takes about a second to import).
+    client_path: str
+    description: str
+
+    def client_class(self):
+        module, name = self.client_path.split(":")
+        return getattr(import_module(module), name)
+
+    def cost(self, model: str, usage: Usage) -> Decimal:
+        """What `usage` of `model` costs on this backend."""
+        if not self.billable:
+            return Decimal("0")
+        from crystallise.tokens import cost_usd
+
+        return cost_usd(model, usage)
+
+
+OPENAI = Backend(
+    name="openai", billable=True, needs_key=True, client_path="crystallise.llm.openai_client:OpenAIClient",
+    description="the official SDK against OpenAI or any OpenAI-compatible endpoint",
+)
+MOCK = Backend(
+    name="mock", billable=False, needs_key=False, client_path="crystallise.llm.mock:MockClient",
+    description="offline, deterministic, free answers for demos",
+)
+
+BACKENDS: dict[str, Backend] = {b.name: b for b in (OPENAI, MOCK)}
+
+
+def get_backend(name: str) -> Backend:
+    """The backend called `name`; KeyError for an unknown one (settings refuse those at start)."""
+    return BACKENDS[name]
+
+
+def is_billable(name: str) -> bool:
+    backend = BACKENDS.get(name)
+    # An unknown name (a row written by a backend since removed) is treated as billed: never under-report cost.
+    return backend is None or backend.billable
