@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.db import models
 
-from crystallise.jobs.models import BaseJob
+from crystallise.jobs.models import BaseJob, BaseResult
 from indexer.precheck import Status
 from indexer.prompts import FIELDS
 
@@ -54,20 +54,13 @@ class IndexResultQuerySet(models.QuerySet):
         return self.select_related("record").defer("record__abstract")
 
 
-class IndexResult(models.Model):
+class IndexResult(BaseResult):
     job = models.ForeignKey(IndexJob, on_delete=models.CASCADE, related_name="results")
     # One result per record, enforced by the database.
     record = models.OneToOneField(Record, on_delete=models.CASCADE, related_name="result")
-    position = models.PositiveIntegerField()
     indexing_status = models.CharField(max_length=32, choices=STATUS_CHOICES)
     extraction_error = models.TextField(null=True, blank=True)
     fields = models.JSONField(null=True, blank=True)
-    error_category = models.CharField(max_length=32, null=True, blank=True)
-    llm_backend = models.CharField(max_length=16, blank=True)
-    input_tokens = models.PositiveIntegerField(default=0)
-    cached_input_tokens = models.PositiveIntegerField(default=0)
-    output_tokens = models.PositiveIntegerField(default=0)
-    created_at = models.DateTimeField(auto_now_add=True)
 
     objects = IndexResultQuerySet.as_manager()
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.db import models
 
-from crystallise.jobs.models import BaseJob
+from crystallise.jobs.models import BaseJob, BaseResult
 
 
 class CallbackStatus(models.TextChoices):
@@ -81,11 +81,10 @@ class ScreeningResultQuerySet(models.QuerySet):
         return self.select_related("paper").defer("paper__abstract", "paper__keywords", "paper__year", "paper__doi")
 
 
-class ScreeningResult(models.Model):
+class ScreeningResult(BaseResult):
     job = models.ForeignKey(ScreeningJob, on_delete=models.CASCADE, related_name="results")
     # One result per paper, enforced by the database.
     paper = models.OneToOneField(Paper, on_delete=models.CASCADE, related_name="result")
-    position = models.PositiveIntegerField()
     cluster = models.IntegerField(null=True)
     decision = models.CharField(max_length=8, choices=Decision.choices, null=True)
     score = models.FloatField(null=True)
@@ -94,13 +93,7 @@ class ScreeningResult(models.Model):
     reasoning = models.TextField(blank=True)
     criteria = models.JSONField(default=list)
     error = models.TextField(null=True, blank=True)
-    error_category = models.CharField(max_length=32, null=True, blank=True)
-    llm_backend = models.CharField(max_length=16, blank=True)
     filtered = models.BooleanField(default=False)
-    input_tokens = models.PositiveIntegerField(default=0)
-    cached_input_tokens = models.PositiveIntegerField(default=0)
-    output_tokens = models.PositiveIntegerField(default=0)
-    created_at = models.DateTimeField(auto_now_add=True)
 
     objects = ScreeningResultQuerySet.as_manager()
 

@@ -131,6 +131,22 @@ class BaseJob(models.Model):
         return (end - self.started_at).total_seconds()
 
 
+class BaseResult(models.Model):
+    """What a job's result for one input item records whatever the kind of job: its place, the
+    backend that answered, the tokens it used, and the category of a failure."""
+
+    position = models.PositiveIntegerField()
+    error_category = models.CharField(max_length=32, null=True, blank=True)
+    llm_backend = models.CharField(max_length=16, blank=True)
+    input_tokens = models.PositiveIntegerField(default=0)
+    cached_input_tokens = models.PositiveIntegerField(default=0)
+    output_tokens = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        abstract = True
+
+
 class JobSecret(models.Model):
     """The encrypted per-request OpenAI key of an active job; deleted when the job ends."""
 
