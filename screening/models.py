@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import uuid
+
 from django.db import models
+from django.utils import timezone
 
 from crystallise.jobs.models import BaseJob, BaseResult
 
@@ -30,6 +33,11 @@ class ScreeningJob(BaseJob):
     callback_attempts = models.PositiveSmallIntegerField(default=0)
     # Why the last delivery failed (the receiver's status, or why it was not reached).
     callback_error = models.TextField(null=True, blank=True)
+    # Recorded by the worker for the methods report: the model name the provider answered
+    # with (e.g. a dated snapshot of `model`; empty on the mock backend) and the SHA-256 of
+    # the system prompt sent with every paper.
+    provider_model = models.CharField(max_length=200, blank=True, default="")
+    prompt_sha256 = models.CharField(max_length=64, blank=True, default="")
 
     class Meta(BaseJob.Meta):
         constraints = [
@@ -78,7 +86,8 @@ class Decision(models.TextChoices):
 class ScreeningResultQuerySet(models.QuerySet):
     def listing(self) -> ScreeningResultQuerySet:
         """Results with the paper fields a result shows (id, title): not its abstract, up to 20,000 characters."""
-        return self.select_related("paper").defer("paper__abstract", "paper__keywords", "paper__year", "paper__doi")
+        return self.select_related("paper", "review").defer(
+            "paper__abstract", "paper__keywords", "paper__year", "paper__doi", "review__reviewers")
 
 
 class ScreeningResult(BaseResult):
@@ -103,3 +112,103 @@ class ScreeningResult(BaseResult):
 
     def __str__(self) -> str:
         return f"Result #{self.position}: {self.decision or self.error_category}"
+
+
+# --- human review and validation -----------------------------------------------------------
+# These rows point at results without a database constraint (db_constraint=False, DO_NOTHING):
+# deleting a job removes its results in one set-based statement (screening.services.job_delete)
+# and these rows with the job (on_delete=CASCADE on `job`), so no per-row cascade is needed.
+
+
+class HumanReview(models.Model):
+    """One reviewer's decision on one paper, as it was recorded. Never updated or deleted (the job's
+    deletion removes them); a reviewer's latest row is the one that counts (kept in ReviewState)."""
+
+    job = models.ForeignKey(ScreeningJob, on_delete=models.CASCADE, related_name="human_reviews")
+    result = models.ForeignKey(ScreeningResult, on_delete=models.DO_NOTHING, db_constraint=False,
+                               related_name="human_reviews")
+    reviewer = models.CharField(max_length=100)
+    decision = models.CharField(max_length=8, choices=Decision.choices)
+    # This reviewer's decision on this paper before this one (null: their first).
+    previous_decision = models.CharField(max_length=8, choices=Decision.choices, null=True, blank=True)
+    note = models.TextField(blank=True)
+    api_key = models.ForeignKey("crystallise.ApiKey", null=True, blank=True, on_delete=models.SET_NULL,
+                                related_name="+")
+    api_key_label = models.CharField(max_length=150, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["result", "id"])]
+
+    def __str__(self) -> str:
+        return f"{self.reviewer}: {self.previous_decision or '—'} → {self.decision}"
+
+
+class ReviewState(models.Model):
+    """Where the human review of one result stands: each reviewer's latest decision, and what they add up to.
+
+    `human_decision` is the reviewers' decision when they all agree, else null with `conflict` set.
+    Kept by screening.reviews in the transaction that records the reviews, so result lists can
+    filter on it with a join instead of re-reading the history.
+    """
+
+    job = models.ForeignKey(ScreeningJob, on_delete=models.CASCADE, related_name="review_states")
+    result = models.OneToOneField(ScreeningResult, on_delete=models.DO_NOTHING, db_constraint=False,
+                                  related_name="review")
+    # {reviewer: {"decision": "include"|"exclude", "note": str}}
+    reviewers = models.JSONField(default=dict)
+    human_decision = models.CharField(max_length=8, choices=Decision.choices, null=True, blank=True)
+    conflict = models.BooleanField(default=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["job", "human_decision"])]
+
+    def __str__(self) -> str:
+        return f"Review of result {self.result_id}: {self.human_decision or ('conflict' if self.conflict else '—')}"
+
+    def settle(self) -> None:
+        """Derive `human_decision` and `conflict` from the reviewers' latest decisions."""
+        decisions = {entry["decision"] for entry in self.reviewers.values()}
+        self.conflict = len(decisions) > 1
+        self.human_decision = next(iter(decisions)) if len(decisions) == 1 else None
+
+
+class SamplePopulation(models.TextChoices):
+    EXCLUDED = "excluded"
+    ALL = "all"
+
+
+class ValidationSample(models.Model):
+    """A uniform random sample of a job's results, drawn once and kept (seed included) for certification."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    job = models.ForeignKey(ScreeningJob, on_delete=models.CASCADE, related_name="validation_samples")
+    population = models.CharField(max_length=16, choices=SamplePopulation.choices)
+    size = models.PositiveIntegerField()
+    seed = models.PositiveBigIntegerField()
+    # The population when the sample was drawn: its size, and the threshold that defined it.
+    population_size = models.PositiveIntegerField()
+    threshold = models.FloatField()
+    api_key = models.ForeignKey("crystallise.ApiKey", null=True, blank=True, on_delete=models.SET_NULL,
+                                related_name="+")
+    api_key_label = models.CharField(max_length=150, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Validation sample {self.pk} ({self.size} of {self.population_size} {self.population})"
+
+
+class ValidationSampleItem(models.Model):
+    sample = models.ForeignKey(ValidationSample, on_delete=models.CASCADE, related_name="items")
+    result = models.ForeignKey(ScreeningResult, on_delete=models.DO_NOTHING, db_constraint=False,
+                               related_name="+")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["sample", "result"], name="screening_sample_item_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.sample_id}: result {self.result_id}"
