@@ -8,7 +8,7 @@ import logging
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import DataError, connection
+from django.db import DataError, InterfaceError, OperationalError, connection
 from django.http import Http404, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions as drf_exceptions
@@ -71,6 +71,14 @@ def exception_handler(exc, context):
         if exc.status_code >= 500:
             category = Category.INTERNAL
         return Response(error_body(category, detail), status=exc.status_code, headers=headers)
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        # The database is unreachable (restart, failover, full disk): a temporary condition the
+        # client can retry, and the next request reconnects (CONN_HEALTH_CHECKS). One line, no traceback.
+        logger.warning("Database unavailable in %s: %s", context.get("view").__class__.__name__, exc)
+        return Response(
+            error_body(Category.INTERNAL, "The database is temporarily unavailable. Retry in a few seconds."),
+            status=status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": "5"},
+        )
     logger.exception("Unhandled error in %s", context.get("view").__class__.__name__)
     set_rollback()
     return Response(

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 
 def run_screening_job(job_id: str) -> str | None:
+    from crystallise.metrics.record import job_run_observed
+    from screening.models import ScreeningJob
     from screening.services import job_run
 
-    return job_run(job_id=job_id)
+    with job_run_observed(ScreeningJob, job_id, kind="screening"):
+        return job_run(job_id=job_id)
 
 
 

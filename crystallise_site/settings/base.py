@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import tempfile
 import warnings
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -108,6 +109,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI's files served by the service itself (no CDN, pinned)
     "django_q",
+    "axes",  # admin login lockout (docs/backend-guide.md#abuse)
     "crystallise",
     "screening",
     "criteria",
@@ -124,6 +126,14 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: turns a locked-out admin login into its 429 page.
+    "axes.middleware.AxesMiddleware",
+]
+
+# The admin's logins go through django-axes' lockout check first (web logins only).
+AUTHENTICATION_BACKENDS = [
+    "crystallise.throttling.AdminLoginLockout",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 ROOT_URLCONF = "crystallise_site.urls"
@@ -208,6 +218,8 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": None,
     # `?format=` selects an export (csv, ris, jsonl), not a DRF renderer.
     "URL_FORMAT_OVERRIDE": None,
+    # Per service key (its fingerprint): request rates, and the cap on active jobs.
+    "DEFAULT_THROTTLE_CLASSES": ["crystallise.throttling.ApiKeyRateThrottle", "crystallise.throttling.ActiveJobCap"],
 }
 
 SPECTACULAR_SETTINGS = {
@@ -274,6 +286,27 @@ CRYSTALLISE_WORKER_NICE = env_int_between("CRYSTALLISE_WORKER_NICE", 10, 0, 19)
 # A running job whose heartbeat is older than this is considered orphaned.
 CRYSTALLISE_JOB_STALE_SECONDS = env_int_between("CRYSTALLISE_JOB_STALE_SECONDS", 60, 5, 86400)
 
+# --- Abuse limits and metrics (docs/backend-guide.md#abuse, #metrics) ---------
+# Requests per minute per service key and web process (0 = no limit); a POST
+# (job submission, synchronous LLM call) also counts against the submit limit.
+CRYSTALLISE_RATE_LIMIT_PER_MINUTE = env_int_between("CRYSTALLISE_RATE_LIMIT_PER_MINUTE", 6000, 0, 10_000_000)
+CRYSTALLISE_SUBMIT_RATE_LIMIT_PER_MINUTE = env_int_between("CRYSTALLISE_SUBMIT_RATE_LIMIT_PER_MINUTE", 600, 0, 10_000_000)
+# Pending + running jobs (screening and indexing) one key may have at once (0 = no cap).
+CRYSTALLISE_MAX_ACTIVE_JOBS_PER_KEY = env_int_between("CRYSTALLISE_MAX_ACTIVE_JOBS_PER_KEY", 50, 0, 1_000_000)
+# Admin logins (django-axes): this many failures for one username from one address lock
+# that pair for the cool-off; a success resets the count.
+CRYSTALLISE_ADMIN_LOGIN_FAILURES = env_int_between("CRYSTALLISE_ADMIN_LOGIN_FAILURES", 5, 1, 1000)
+CRYSTALLISE_ADMIN_LOCKOUT_MINUTES = env_int_between("CRYSTALLISE_ADMIN_LOCKOUT_MINUTES", 15, 1, 7 * 24 * 60)
+AXES_FAILURE_LIMIT = CRYSTALLISE_ADMIN_LOGIN_FAILURES
+AXES_COOLOFF_TIME = timedelta(minutes=CRYSTALLISE_ADMIN_LOCKOUT_MINUTES)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "crystallise.throttling.admin_lockout_response"
+# Bearer token that may read GET /metrics (staff sessions always may); empty = staff only.
+CRYSTALLISE_METRICS_TOKEN = env.str("CRYSTALLISE_METRICS_TOKEN", default="").strip()
+if CRYSTALLISE_METRICS_TOKEN and len(CRYSTALLISE_METRICS_TOKEN) < 16:
+    raise ImproperlyConfigured("CRYSTALLISE_METRICS_TOKEN must be at least 16 characters (or unset for staff-only /metrics).")
+
 # tiktoken reads its cache directory from the environment; the o200k_base
 # file is unpacked there from the bundled copy (see crystallise.tokens).
 TIKTOKEN_CACHE_DIR = env.str(
@@ -304,17 +337,29 @@ Q_CLUSTER = {
 LOG_LEVEL = (_raw("CRYSTALLISE_LOG_LEVEL") or "INFO").upper()
 if LOG_LEVEL not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
     raise ImproperlyConfigured(f"CRYSTALLISE_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, not {LOG_LEVEL!r}.")
+# text (default): one readable line per record; json: one JSON object per line, with the job's id.
+CRYSTALLISE_LOG_FORMAT = (_raw("CRYSTALLISE_LOG_FORMAT") or "text").lower()
+if CRYSTALLISE_LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured(f"CRYSTALLISE_LOG_FORMAT must be text or json, not {CRYSTALLISE_LOG_FORMAT!r}.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"redact": {"()": "crystallise.logs.RedactSecretsFilter"}},
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "filters": {
+        "redact": {"()": "crystallise.logs.RedactSecretsFilter"},
+        "job": {"()": "crystallise.jsonlog.JobContextFilter"},
+    },
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "crystallise.jsonlog.JsonFormatter"},
+    },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}
+        "console": {"class": "logging.StreamHandler", "formatter": "json" if CRYSTALLISE_LOG_FORMAT == "json" else "plain",
+                    "filters": ["redact", "job"]}
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
+        "axes.apps": {"level": "WARNING"},  # its start-up banner in every process and command
         "httpx": {"level": "WARNING"},
         "httpx2": {"level": "WARNING"},
         "openai": {"level": "WARNING"},
