@@ -1,12 +1,10 @@
 from __future__ import annotations
 
-import json
-
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from crystallise.formats import MAX_ABSTRACT_CHARS, MAX_TITLE_CHARS, item_error, normalize_papers
-from crystallise.serializers import CostField, JobSerializer, StrictSerializer, UsageSerializer
+from crystallise.formats import MAX_ABSTRACT_CHARS, MAX_TITLE_CHARS, item_error
+from crystallise.serializers import CostField, ItemListField, JobSerializer, StrictSerializer, UsageSerializer, json_text
 from indexer.models import IndexJob, IndexResult
 from indexer.precheck import Status
 from indexer.prompts import FIELDS
@@ -24,38 +22,17 @@ class RecordInSerializer(serializers.Serializer):
 
 
 @extend_schema_field(RecordInSerializer(many=True))
-class RecordsField(serializers.Field):
-    """Records validated in one fast pass; `abstract` stays None when absent or null (missing_abstract)."""
+class RecordsField(ItemListField):
+    """Records with their abstract as sent: None when absent or null (missing_abstract), cleaned later."""
 
-    def __init__(self, *, max_records: int, too_many: str, **kwargs):
-        self.max_records = max_records
-        self.too_many = too_many
-        super().__init__(**kwargs)
+    noun = "record"
 
-    def to_internal_value(self, data):
-        if isinstance(data, str):
-            try:
-                data = json.loads(data)
-            except ValueError:
-                raise serializers.ValidationError("Must be a JSON array of records.") from None
-        if not isinstance(data, list):
-            raise serializers.ValidationError("Must be a list of records.")
-        if not data:
-            raise serializers.ValidationError("At least one record is required.")
-        if len(data) > self.max_records:
-            raise serializers.ValidationError(self.too_many.format(limit=self.max_records, got=len(data)))
-        papers = normalize_papers(data, max_records=self.max_records, field="records")
-        out = []
-        for index, (raw, paper) in enumerate(zip(data, papers, strict=True)):
-            abstract = raw.get("abstract") if isinstance(raw, dict) else None
-            if abstract is not None and not isinstance(abstract, str):
-                raise item_error("records", index, ".abstract must be a string or null.")
-            if len(paper["title"]) > MAX_TITLE_CHARS:
-                raise item_error("records", index, f".title is longer than {MAX_TITLE_CHARS} characters.")
-            if abstract is not None and len(abstract) > MAX_ABSTRACT_CHARS:
-                raise item_error("records", index, f".abstract is longer than {MAX_ABSTRACT_CHARS} characters.")
-            out.append({"id": paper["id"], "title": paper["title"], "abstract": abstract})
-        return out
+    def item(self, index: int, raw, item: dict) -> dict:
+        abstract = raw.get("abstract") if isinstance(raw, dict) else None
+        if abstract is not None and not isinstance(abstract, str):
+            raise item_error(self.field_name, index, ".abstract must be a string or null.")
+        self.check_lengths(index, item["title"], abstract)
+        return {"id": item["id"], "title": item["title"], "abstract": abstract}
 
 
 class FieldsField(serializers.ListField):
@@ -68,10 +45,7 @@ class FieldsField(serializers.ListField):
         if isinstance(data, str):
             data = [data]
         if isinstance(data, list) and len(data) == 1 and isinstance(data[0], str) and data[0].strip().startswith("["):
-            try:
-                data = json.loads(data[0])
-            except ValueError:
-                raise serializers.ValidationError("Must be a list of field names.") from None
+            data = json_text(data[0], "Must be a list of field names.")
         if isinstance(data, list) and all(isinstance(f, str) for f in data):
             data = [part.strip() for f in data for part in f.split(",") if part.strip()]
         wanted = set(super().to_internal_value(data))
@@ -88,15 +62,14 @@ class _CommonIn(StrictSerializer):
 
 class IndexRunInSerializer(_CommonIn):
     records = RecordsField(
-        max_records=MAX_SYNC_RECORDS,
+        max_items=MAX_SYNC_RECORDS,
         too_many="At most {limit} records per synchronous call (got {got}). For larger batches use "
                  "POST /v1/indexer/jobs, or `python manage.py index_records FILE` from the shell.",
     )
 
 
 class IndexJobCreateSerializer(_CommonIn):
-    records = RecordsField(required=False, max_records=MAX_JOB_RECORDS,
-                           too_many="At most {limit} records per job (got {got}).")
+    records = RecordsField(required=False, max_items=MAX_JOB_RECORDS)
     records_file = serializers.FileField(required=False, help_text="CSV, RIS or JSONL file (multipart).")
 
     exclusive = ("records", "records_file")

@@ -1,12 +1,10 @@
 from __future__ import annotations
 
-import json
-
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from crystallise.formats import MAX_ABSTRACT_CHARS, MAX_TITLE_CHARS, item_error, normalize_papers
-from crystallise.serializers import JobSerializer, NumberField, StrictSerializer
+from crystallise.formats import MAX_ABSTRACT_CHARS, MAX_TITLE_CHARS, item_error
+from crystallise.serializers import ItemListField, JobSerializer, NumberField, StrictSerializer, json_text
 from screening.models import ScreeningJob, ScreeningResult
 
 MAX_PAPERS = 100_000
@@ -26,32 +24,15 @@ class PaperInSerializer(serializers.Serializer):
 
 
 @extend_schema_field(PaperInSerializer(many=True))
-class PapersField(serializers.Field):
-    """Papers validated in one fast pass (100,000 papers must not take a DRF field per value)."""
+class PapersField(ItemListField):
+    """A job's papers, as the upload rules normalise them."""
 
-    def to_internal_value(self, data):
-        if isinstance(data, str):
-            try:
-                data = json.loads(data)
-            except ValueError:
-                raise serializers.ValidationError("Must be a JSON array of papers.") from None
-        if not isinstance(data, list):
-            raise serializers.ValidationError("Must be a list of papers.")
-        if not data:
-            raise serializers.ValidationError("At least one paper is required.")
-        if len(data) > MAX_PAPERS:
-            raise serializers.ValidationError(f"At most {MAX_PAPERS} papers per job (got {len(data)}).")
-        papers = normalize_papers(data, max_records=MAX_PAPERS, field="papers")
-        for index, paper in enumerate(papers):
-            # PostgreSQL text and jsonb cannot hold NUL (the INSERT would fail with a 500);
-            # uploaded files with NUL bytes are refused the same way.
-            if "\x00" in paper["title"] or "\x00" in paper["abstract"] or any("\x00" in k for k in paper["keywords"]):
-                raise item_error("papers", index, " contains a NUL character; send UTF-8 text without NUL.")
-            if len(paper["title"]) > MAX_TITLE_CHARS:
-                raise item_error("papers", index, f".title is longer than {MAX_TITLE_CHARS} characters.")
-            if len(paper["abstract"]) > MAX_ABSTRACT_CHARS:
-                raise item_error("papers", index, f".abstract is longer than {MAX_ABSTRACT_CHARS} characters.")
-        return papers
+    def item(self, index: int, raw, item: dict) -> dict:
+        # PostgreSQL text and jsonb cannot hold NUL (the INSERT would fail with a 500);
+        # uploaded files with NUL bytes are refused the same way.
+        if "\x00" in item["title"] or "\x00" in item["abstract"] or any("\x00" in k for k in item["keywords"]):
+            raise item_error(self.field_name, index, " contains a NUL character; send UTF-8 text without NUL.")
+        return super().item(index, raw, item)
 
 
 class JSONStringMixin:
@@ -65,10 +46,7 @@ class JSONStringMixin:
 
     def to_internal_value(self, data):
         if isinstance(data, str):
-            try:
-                data = json.loads(data)
-            except ValueError:
-                raise serializers.ValidationError("Must be a JSON object.") from None
+            data = json_text(data, "Must be a JSON object.")
         return super().to_internal_value(data)
 
 
@@ -116,7 +94,7 @@ class ScreeningJobCreateSerializer(StrictSerializer):
     project_id = serializers.CharField(required=False, allow_null=True, allow_blank=True, max_length=200)
     model = serializers.CharField(required=False, default="gpt-5-nano", max_length=64)
     criteria = CriteriaSerializer()
-    papers = PapersField(required=False)
+    papers = PapersField(required=False, max_items=MAX_PAPERS)
     papers_file = serializers.FileField(required=False, help_text="RIS, CSV, PubMed/MEDLINE or JSONL file (multipart).")
     threshold = NumberField(required=False, default=1.0, min_value=0.0, max_value=1.0)
     clusters = ClustersInSerializer(required=False)
