@@ -33,6 +33,10 @@ class ScreeningJob(BaseJob):
     callback_attempts = models.PositiveSmallIntegerField(default=0)
     # Why the last delivery failed (the receiver's status, or why it was not reached).
     callback_error = models.TextField(null=True, blank=True)
+    # {"model", "apply_to", "rule"}: a second model's opinion on some papers (screening.second_opinion).
+    second_opinion = models.JSONField(null=True, blank=True)
+    # {model: {input_tokens, ..., cost_usd}} when more than the job's model answered (second opinion).
+    usage_by_model = models.JSONField(default=dict, blank=True)
     # Recorded by the worker for the methods report: the model name the provider answered
     # with (e.g. a dated snapshot of `model`; empty on the mock backend) and the SHA-256 of
     # the system prompt sent with every paper.
@@ -103,6 +107,8 @@ class ScreeningResult(BaseResult):
     criteria = models.JSONField(default=list)
     error = models.TextField(null=True, blank=True)
     filtered = models.BooleanField(default=False)
+    # Both models' opinions when a second model was asked about this paper (screening.second_opinion), else null.
+    opinions = models.JSONField(null=True, blank=True)
 
     objects = ScreeningResultQuerySet.as_manager()
 

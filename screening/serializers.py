@@ -3,21 +3,19 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from crystallise.formats import MAX_ABSTRACT_CHARS, MAX_TITLE_CHARS, item_error
-from crystallise.serializers import ItemListField, JobSerializer, NumberField, StrictSerializer, json_text
+from crystallise.formats import item_error
+from crystallise.serializers import ItemInSerializer, ItemListField, JobSerializer, NumberField, StrictSerializer, json_text
 from screening.models import ScreeningJob, ScreeningResult
+from screening.reviews import review_summary
 
 MAX_PAPERS = 100_000
 MAX_CRITERIA = 50
 MAX_CRITERION_CHARS = 1_000
 
 
-class PaperInSerializer(serializers.Serializer):
+class PaperInSerializer(ItemInSerializer):
     """Documentation of one paper (validated in bulk by crystallise.formats)."""
 
-    id = serializers.CharField(max_length=255)
-    title = serializers.CharField(required=False, allow_blank=True, max_length=MAX_TITLE_CHARS)
-    abstract = serializers.CharField(required=False, allow_blank=True, allow_null=True, max_length=MAX_ABSTRACT_CHARS)
     keywords = serializers.ListField(child=serializers.CharField(), required=False)
     year = serializers.IntegerField(required=False, allow_null=True)
     doi = serializers.CharField(required=False, allow_null=True)
@@ -90,6 +88,28 @@ class ClustersInSerializer(JSONStringMixin, StrictSerializer):
         return attrs
 
 
+class SecondOpinionInSerializer(JSONStringMixin, StrictSerializer):
+    model = serializers.CharField(max_length=64)
+    apply_to = serializers.ChoiceField(choices=["excluded", "needs_review", "all"], default="excluded")
+    rule = serializers.ChoiceField(choices=["any_include", "both_include"], default="any_include")
+
+    def validate_model(self, value):
+        from crystallise.config import validate_model
+        from crystallise.errors import ValidationError
+
+        try:
+            return validate_model(value)
+        except ValidationError as exc:
+            raise serializers.ValidationError(exc.detail) from None
+
+    def validate(self, attrs):
+        if attrs.get("apply_to", "excluded") == "excluded" and attrs.get("rule", "any_include") == "both_include":
+            raise serializers.ValidationError({"rule": [
+                "both_include needs the second model's view of included papers: with apply_to 'excluded' it could "
+                "never change a decision. Use apply_to 'all' or 'needs_review', or rule 'any_include'."]})
+        return attrs
+
+
 class ScreeningJobCreateSerializer(StrictSerializer):
     project_id = serializers.CharField(required=False, allow_null=True, allow_blank=True, max_length=200)
     model = serializers.CharField(required=False, default="gpt-5-nano", max_length=64)
@@ -102,6 +122,7 @@ class ScreeningJobCreateSerializer(StrictSerializer):
         required=False, allow_null=True, max_digits=16, decimal_places=8, min_value=0, coerce_to_string=False
     )
     callback_url = serializers.URLField(required=False, allow_null=True, max_length=2000)
+    second_opinion = SecondOpinionInSerializer(required=False, allow_null=True)
 
     def validate_callback_url(self, value):
         from crystallise.callbacks import check_url
@@ -111,11 +132,6 @@ class ScreeningJobCreateSerializer(StrictSerializer):
         return value
 
     exclusive = ("papers", "papers_file")
-
-    def validate(self, attrs):
-        if "papers" not in attrs and "papers_file" not in attrs:
-            raise serializers.ValidationError({"papers": ["This field is required (or upload papers_file)."]})
-        return attrs
 
 
 class ClusterOutSerializer(serializers.Serializer):
@@ -138,11 +154,28 @@ class ScreeningResultSerializer(serializers.ModelSerializer):
     paper_id = serializers.CharField(source="paper.paper_id")
     title = serializers.CharField(source="paper.title")
     criteria = CriterionOutSerializer(many=True)
+    # Human review (screening.reviews): read from the `review` selected by listing().
+    human_decision = serializers.SerializerMethodField()
+    conflict = serializers.SerializerMethodField()
+    final_decision = serializers.SerializerMethodField()
 
     class Meta:
         model = ScreeningResult
         fields = ["paper_id", "title", "cluster", "decision", "score", "needs_review", "confidence",
-                  "reasoning", "criteria", "error", "llm_backend"]
+                  "reasoning", "criteria", "error", "llm_backend", "opinions", "human_decision", "conflict",
+                  "final_decision"]
+
+    @extend_schema_field(serializers.ChoiceField(choices=["include", "exclude"], allow_null=True))
+    def get_human_decision(self, result: ScreeningResult):
+        return review_summary(result)["human_decision"]
+
+    @extend_schema_field(serializers.BooleanField())
+    def get_conflict(self, result: ScreeningResult) -> bool:
+        return review_summary(result)["conflict"]
+
+    @extend_schema_field(serializers.ChoiceField(choices=["include", "exclude"], allow_null=True))
+    def get_final_decision(self, result: ScreeningResult):
+        return review_summary(result)["final_decision"]
 
 
 class ProgressSerializer(serializers.Serializer):
@@ -169,9 +202,18 @@ class ScreeningJobSerializer(JobSerializer):
     callback_url = serializers.CharField(allow_null=True, read_only=True)
     callback_status = serializers.CharField(allow_null=True, read_only=True)
     callback_error = serializers.CharField(allow_null=True, read_only=True)
+    second_opinion = serializers.JSONField(read_only=True, allow_null=True)
+    usage_by_model = serializers.SerializerMethodField()
     progress = serializers.SerializerMethodField()
     clusters = serializers.SerializerMethodField()
     results = serializers.SerializerMethodField()
+
+    @extend_schema_field(serializers.DictField(child=serializers.DictField()))
+    def get_usage_by_model(self, job: ScreeningJob) -> dict:
+        """Tokens and cost per model; one entry (the job's counters) when only the job's model answered."""
+        if job.usage_by_model:
+            return job.usage_by_model
+        return {job.model: {**job.usage_dict(), "cost_usd": float(job.cost_usd)}}
 
     @extend_schema_field(ProgressSerializer)
     def get_progress(self, job: ScreeningJob) -> dict:

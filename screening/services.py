@@ -23,6 +23,7 @@ from screening import prompts
 from screening.clustering import cluster_papers, single_cluster
 from screening.models import CallbackStatus, Paper, ScreeningJob, ScreeningResult
 from screening.scoring import score_verdicts
+from screening.second_opinion import SecondOpinion, add_usage_by_model
 
 PAPER_INSERT_BATCH = 2000
 
@@ -62,6 +63,7 @@ def job_create(
     clusters: dict | None = None,
     max_estimated_cost_usd: Decimal | None = None,
     callback_url: str | None = None,
+    second_opinion: dict | None = None,
     request_openai_key: str | None = None,
     idempotency_key: str | None = None,
     enqueue: bool = True,
@@ -71,7 +73,8 @@ def job_create(
     The arguments are the API's validated fields (`ScreeningJobCreateSerializer`).
     """
     inputs = {"model": model, "project_id": project_id, "criteria": criteria, "threshold": threshold,
-              "clusters": clusters, "max_estimated_cost_usd": max_estimated_cost_usd, "callback_url": callback_url}
+              "clusters": clusters, "max_estimated_cost_usd": max_estimated_cost_usd, "callback_url": callback_url,
+              "second_opinion": second_opinion}
     fingerprint = request_fingerprint({k: v for k, v in inputs.items() if v is not None}, papers)
 
     def replay() -> ScreeningJob | None:
@@ -82,7 +85,10 @@ def job_create(
 
     checked = preflight(
         caller=caller, model=model, request_openai_key=request_openai_key, cap=max_estimated_cost_usd,
-        estimate=lambda m: estimate_job_cost(model=m, criteria=criteria, papers=papers), replay=replay,
+        estimate=lambda m: sum(estimate_job_cost(model=name, criteria=criteria, papers=papers)
+                               # the second model's worst case: it is asked about every paper
+                               for name in (m, *([second_opinion["model"]] if second_opinion else []))),
+        replay=replay,
         advice="Raise the cap, screen fewer papers, or pick a cheaper model.",
     )
     if checked.replayed is not None:
@@ -105,6 +111,7 @@ def job_create(
         estimated_cost_usd=checked.estimate,
         max_estimated_cost_usd=max_estimated_cost_usd,
         callback_url=callback_url or None,
+        second_opinion=second_opinion or None,
     )
     try:
         with transaction.atomic():
@@ -218,6 +225,9 @@ class ScreeningKind(OnlineKind):
         self.kept = {c["id"] for c in job.clusters if wanted is None or c["label"].casefold() in wanted}
         self.label = {c["id"]: c["label"] for c in job.clusters}
         self.system = prompts.system_prompt(job.criteria)
+        # For the methods report: what was sent with every paper, and the model the provider says it ran.
+        self.run_facts = {"prompt_sha256": hashlib.sha256(self.system.encode()).hexdigest(),
+                          "provider_model": job.provider_model}
         self.ids = prompts.criterion_ids(job.criteria)
         self.options = CallOptions(
             model=job.model,
@@ -226,6 +236,7 @@ class ScreeningKind(OnlineKind):
             reasoning_effort="minimal" if model_capabilities[job.model].reasoning else None,
             cache_key=f"crystallise-screening-{job.pk}",
         )
+        self.second = SecondOpinion.for_job(job, self.options)
 
     def recount(self, job: ScreeningJob) -> None:
         """On resume, rebuild every counter from the persisted results (they are the truth)."""
@@ -275,11 +286,15 @@ class ScreeningKind(OnlineKind):
             return outcome
         self.fill(row, answer.parsed, job)
         row.llm_backend = answer.backend
+        self.run_facts["provider_model"] = (getattr(answer, "model", None) or self.run_facts["provider_model"])[:200]
         row.input_tokens, row.cached_input_tokens, row.output_tokens = (
             answer.usage.input_tokens, answer.usage.cached_input_tokens, answer.usage.output_tokens)
         included = row.decision == "include"
-        return Outcome(row=row, usage=answer.usage,
-                       counters={"screened": 1, "included": int(included), "excluded": int(not included)})
+        outcome = Outcome(row=row, usage=answer.usage,
+                          counters={"screened": 1, "included": int(included), "excluded": int(not included)})
+        if self.second is not None:
+            outcome = await self.second.review(self, client, job, messages, outcome)
+        return outcome
 
     def fill(self, row: ScreeningResult, decision, job: ScreeningJob) -> None:
         given = {cid: getattr(decision.verdicts, cid) for cid, *_ in self.ids}
@@ -296,6 +311,10 @@ class ScreeningKind(OnlineKind):
 
     def write(self, job: ScreeningJob, outcomes: list[Outcome]) -> None:
         ScreeningResult.objects.bulk_create([o.row for o in outcomes])
+        if job.second_opinion:
+            # The job row is locked by the runner's UPDATE in this transaction: a safe read-modify-write.
+            current = ScreeningJob.objects.values_list("usage_by_model", flat=True).get(pk=job.pk)
+            ScreeningJob.objects.filter(pk=job.pk).update(usage_by_model=add_usage_by_model(current, job, outcomes))
         by_cluster = Counter()
         included = Counter()
         for outcome in outcomes:
@@ -304,7 +323,7 @@ class ScreeningKind(OnlineKind):
         for entry in job.clusters:
             entry["screened"] += by_cluster.get(entry["id"], 0)
             entry["included"] += included.get(entry["id"], 0)
-        ScreeningJob.objects.filter(pk=job.pk).update(clusters=job.clusters)
+        ScreeningJob.objects.filter(pk=job.pk).update(clusters=job.clusters, **self.run_facts)
 
     def failure_counts(self, job: ScreeningJob) -> tuple[int, Counter]:
         attempted = ScreeningResult.objects.filter(job=job, filtered=False).count()

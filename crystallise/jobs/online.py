@@ -30,7 +30,6 @@ from crystallise.jobs.runner import (
 )
 from crystallise.llm import make_client
 from crystallise.llm.backends import is_billable
-from crystallise.tokens import cost_usd
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +70,8 @@ class _OnlineRun:
         # The database failed past the retry window: leave the job to recovery.
         self.db_failed = False
         self.fatal: tuple[str, str] | None = None
-        self.spent = job.usage
+        # What the job has cost so far (its persisted cost, then each answer's at its model's price).
+        self.spent = Decimal(job.cost_usd)
         self.billable = is_billable(job.llm_backend)
         self.consecutive_failures = 0
         # One thread, one DB connection, for every query of this run.
@@ -152,7 +152,7 @@ class _OnlineRun:
                 return
             outcome = await self.kind.process(client, self.job, item)
             self.buffer.append(outcome)
-            self.spent = self.spent + outcome.usage
+            self.spent += outcome.cost(self.job)
             self.observe(outcome)
             if len(self.buffer) >= BATCH_SIZE:
                 self.flush_now.set()
@@ -175,7 +175,7 @@ class _OnlineRun:
             self.consecutive_failures = 0
         cap = self.job.max_estimated_cost_usd
         if cap is not None and self.billable and self.fatal is None:
-            if cost_usd(self.job.model, self.spent) > Decimal(cap):
+            if self.spent > Decimal(cap):
                 self.fatal = (
                     Category.BUDGET,
                     f"Stopped: the actual cost reached the job's cap max_estimated_cost_usd={cap}.",

@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Protocol
 
 from django.conf import settings
@@ -52,6 +53,16 @@ class Outcome:
     error_message: str | None = None
     # A permanent error that means the job cannot go on (rejected key).
     fatal: bool = False
+    # When more than the job's model answered for this item: each model's part of `usage` (priced apart).
+    usage_by_model: dict[str, Usage] | None = None
+
+    def cost(self, job: BaseJob) -> Decimal:
+        """What this item's calls cost at each model's price (zero on an unbilled backend)."""
+        if not is_billable(job.llm_backend):
+            return Decimal("0")
+        if self.usage_by_model:
+            return sum((cost_usd(model, usage) for model, usage in self.usage_by_model.items()), Decimal("0"))
+        return cost_usd(job.model, self.usage)
 
 
 class Strategy(Protocol):
@@ -140,7 +151,7 @@ def usage_updates(job: BaseJob, outcomes: list[Outcome]) -> dict:
         "reasoning_tokens": F("reasoning_tokens") + usage.reasoning_tokens,
     }
     if is_billable(job.llm_backend):
-        updates["cost_usd"] = F("cost_usd") + cost_usd(job.model, usage)
+        updates["cost_usd"] = F("cost_usd") + sum((o.cost(job) for o in outcomes), Decimal("0"))
     return updates
 
 

@@ -17,6 +17,7 @@ from crystallise.management import concurrency, writable
 from crystallise.serializers import validated
 from screening import exports
 from screening.models import ScreeningJob, ScreeningResult
+from screening.second_opinion import add_second_opinion_arguments, second_opinion_argument
 from screening.serializers import MAX_PAPERS, ScreeningJobCreateSerializer
 from screening.services import job_create, job_run
 
@@ -34,6 +35,7 @@ class Command(BaseCommand):
         parser.add_argument("--max-cost", default=None, help="max_estimated_cost_usd: refuse or stop the job above it")
         parser.add_argument("--concurrency", type=concurrency, default=None,
                             help="Concurrent LLM calls, 1-1024 (default: CRYSTALLISE_LLM_CONCURRENCY).")
+        add_second_opinion_arguments(parser)
 
     def handle(self, file, criteria, model, threshold, clusters, out, max_cost, concurrency, **options):
         path = Path(file)
@@ -43,7 +45,8 @@ class Command(BaseCommand):
         try:
             papers = parse_papers(path.read_bytes(), filename=path.name, max_records=MAX_PAPERS)
             data = {"model": model, "criteria": json.loads(Path(criteria).read_text()), "threshold": threshold,
-                    "clusters": {"by": clusters}, "max_estimated_cost_usd": max_cost, "papers": papers}
+                    "clusters": {"by": clusters}, "max_estimated_cost_usd": max_cost, "papers": papers,
+                    "second_opinion": second_opinion_argument(options)}
             # The API's own validation: the shell accepts exactly what POST /v1/screening/jobs accepts.
             job, _ = job_create(caller=COMMAND_LINE, enqueue=False, **validated(ScreeningJobCreateSerializer(data=data)))
         except CrystalliseError as exc:
