@@ -9,9 +9,11 @@ from crystallise.formats.jsonl import dump_jsonl
 from crystallise.formats.ris import CONTENT_TYPE as RIS_CONTENT_TYPE
 from crystallise.formats.ris import dump_ris
 from screening import prompts
+from screening.reviews import review_columns
 
 FORMATS = {"csv": "text/csv; charset=utf-8", "ris": RIS_CONTENT_TYPE, "jsonl": "application/x-ndjson"}
-BASE_COLUMNS = ["paper_id", "title", "decision", "score", "needs_review", "confidence", "cluster", "reasoning", "error"]
+BASE_COLUMNS = ["paper_id", "title", "decision", "score", "needs_review", "confidence", "cluster", "reasoning", "error",
+                "human_decision", "conflict", "final_decision"]
 CHUNK = 500
 
 
@@ -24,7 +26,7 @@ def _rows(job, queryset) -> Iterator[dict]:
     # memory stays flat however many results the job has.
     fields = ("position", "cluster", "decision", "score", "needs_review", "confidence", "reasoning", "criteria",
               "error", "llm_backend", "paper__paper_id", "paper__title", "paper__abstract", "paper__keywords",
-              "paper__year", "paper__doi")
+              "paper__year", "paper__doi", "review__human_decision", "review__conflict")
     for row in queryset.values(*fields).iterator(chunk_size=CHUNK):
         out = {
             "paper_id": row["paper__paper_id"], "id": row["paper__paper_id"], "title": row["paper__title"],
@@ -32,7 +34,7 @@ def _rows(job, queryset) -> Iterator[dict]:
             "doi": row["paper__doi"], "decision": row["decision"], "score": row["score"],
             "needs_review": row["needs_review"], "confidence": row["confidence"], "cluster": row["cluster"],
             "reasoning": row["reasoning"], "criteria": row["criteria"], "error": row["error"],
-            "llm_backend": row["llm_backend"],
+            "llm_backend": row["llm_backend"], **review_columns(row),
         }
         for entry in row["criteria"] or []:
             out[f"{entry['kind']}_{entry['index']}"] = entry["verdict"]
@@ -41,7 +43,7 @@ def _rows(job, queryset) -> Iterator[dict]:
 
 def _jsonl(rows: Iterator[dict]) -> Iterator[dict]:
     keep = ("paper_id", "title", "cluster", "decision", "score", "needs_review", "confidence", "reasoning",
-            "criteria", "error", "llm_backend")
+            "criteria", "error", "llm_backend", "human_decision", "conflict", "final_decision")
     for row in rows:
         yield {key: row[key] for key in keep}
 

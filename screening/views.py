@@ -22,7 +22,7 @@ from crystallise.jobs import lifecycle
 from crystallise.jobs.models import ACTIVE_STATUSES, JobStatus
 from crystallise.openapi import error_responses
 from crystallise.parsers import LimitedJSONParser
-from screening import exports
+from screening import exports, reviews
 from screening.models import ScreeningJob, ScreeningResult
 from screening.serializers import (
     MAX_PAPERS,
@@ -126,6 +126,10 @@ class JobResults(APIView):
             OpenApiParameter("decision", str, enum=["include", "exclude", "error"]),
             OpenApiParameter("cluster", int),
             OpenApiParameter("needs_review", bool),
+            OpenApiParameter("reviewed", bool, description="Has at least one human review."),
+            OpenApiParameter("conflict", bool, description="Its reviewers disagree."),
+            OpenApiParameter("final_decision", str, enum=["include", "exclude"],
+                             description="The human decision if there is one, else the model's."),
             OpenApiParameter("cursor", str),
             OpenApiParameter("page_size", int),
         ],
@@ -150,5 +154,6 @@ class JobResults(APIView):
             if review.lower() not in ("true", "false", "1", "0"):
                 raise ValidationError("needs_review must be true or false.", errors={"needs_review": ["Must be a boolean."]})
             rows = rows.filter(needs_review=review.lower() in ("true", "1"))
+        rows = reviews.filter_results(rows, params)
         return results_response(request, self, job=job, rows=rows, exports=exports,
                                 serializer_class=ScreeningResultSerializer, filename=f"screening-{job.pk}")
