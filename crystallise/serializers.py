@@ -32,6 +32,14 @@ class StrictSerializer(serializers.Serializer):
                 raise serializers.ValidationError({first: [f"Send {first} or {second}, not both."]})
         return super().to_internal_value(data)
 
+    def validate(self, attrs):
+        # One of the `exclusive` alternatives is required. (The class docstring is not the place
+        # to say so: drf-spectacular shows it as the description of every subclass without one.)
+        if self.exclusive and not any(name in attrs for name in self.exclusive):
+            first, second = self.exclusive
+            raise serializers.ValidationError({first: [f"This field is required (or upload {second})."]})
+        return attrs
+
 
 def json_text(text: str, message: str):
     """`text` decoded as JSON (multipart sends lists and objects as JSON strings), or `message` as a field error."""
@@ -39,6 +47,14 @@ def json_text(text: str, message: str):
         return json.loads(text)
     except ValueError:
         raise serializers.ValidationError(message) from None
+
+
+class ItemInSerializer(serializers.Serializer):
+    """Documentation of one paper or record of an `ItemListField` (which validates them in bulk)."""
+
+    id = serializers.CharField(max_length=255)
+    title = serializers.CharField(required=False, allow_blank=True, max_length=MAX_TITLE_CHARS)
+    abstract = serializers.CharField(required=False, allow_blank=True, allow_null=True, max_length=MAX_ABSTRACT_CHARS)
 
 
 class ItemListField(serializers.Field):

@@ -3,8 +3,16 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from crystallise.formats import MAX_ABSTRACT_CHARS, MAX_TITLE_CHARS, item_error
-from crystallise.serializers import CostField, ItemListField, JobSerializer, StrictSerializer, UsageSerializer, json_text
+from crystallise.formats import item_error
+from crystallise.serializers import (
+    CostField,
+    ItemInSerializer,
+    ItemListField,
+    JobSerializer,
+    StrictSerializer,
+    UsageSerializer,
+    json_text,
+)
 from indexer.models import IndexJob, IndexResult
 from indexer.precheck import Status
 from indexer.prompts import FIELDS
@@ -13,12 +21,8 @@ MAX_SYNC_RECORDS = 100
 MAX_JOB_RECORDS = 100_000
 
 
-class RecordInSerializer(serializers.Serializer):
+class RecordInSerializer(ItemInSerializer):
     """Documentation of one record (validated in bulk by crystallise.formats)."""
-
-    id = serializers.CharField(max_length=255)
-    title = serializers.CharField(required=False, allow_blank=True, max_length=MAX_TITLE_CHARS)
-    abstract = serializers.CharField(required=False, allow_blank=True, allow_null=True, max_length=MAX_ABSTRACT_CHARS)
 
 
 @extend_schema_field(RecordInSerializer(many=True))
@@ -73,11 +77,6 @@ class IndexJobCreateSerializer(_CommonIn):
     records_file = serializers.FileField(required=False, help_text="CSV, RIS or JSONL file (multipart).")
 
     exclusive = ("records", "records_file")
-
-    def validate(self, attrs):
-        if "records" not in attrs and "records_file" not in attrs:
-            raise serializers.ValidationError({"records": ["This field is required (or upload records_file)."]})
-        return attrs
 
 
 class RecordOutSerializer(serializers.Serializer):
