@@ -16,6 +16,8 @@ class LLMResult:
     usage: Usage
     backend: str
     attempts: int = 1
+    # The model name the provider says answered (e.g. a dated snapshot); None when it gave none (mock).
+    model: str | None = None
 
 
 @dataclass(frozen=True)

@@ -154,12 +154,13 @@ class OpenAIClient:
                 with attempt:
                     attempts += 1
                     try:
-                        parsed, usage = await observed_attempt(self._once(messages, options), options.model)
+                        parsed, usage, reported = await observed_attempt(self._once(messages, options), options.model)
                     except _BadOutput as bad:
                         spent = spent + bad.usage
                         raise
                     spent = spent + usage
-                    return LLMResult(parsed=parsed, usage=spent, backend=self.backend, attempts=attempts)
+                    return LLMResult(parsed=parsed, usage=spent, backend=self.backend, attempts=attempts,
+                                     model=reported)
         except LLMError as exc:
             exc.usage = spent  # type: ignore[attr-defined]
             exc.attempts = attempts  # type: ignore[attr-defined]
@@ -174,17 +175,7 @@ class OpenAIClient:
         # The typed `chat.completions.parse()` sends the same bytes but its
         # per-call param transform, schema generation and response models cost
         # more CPU than the rest of the pipeline together at hundreds of calls/s.
-        body = {
-            "model": options.model,
-            "messages": messages,
-            "response_format": response_format(options.schema),
-            "max_completion_tokens": options.max_output_tokens,
-        }
-        caps = model_capabilities.get(options.model)
-        if caps is not None and caps.reasoning and options.reasoning_effort:
-            body["reasoning_effort"] = options.reasoning_effort
-        if options.cache_key:
-            body["prompt_cache_key"] = options.cache_key
+        body = request_body(messages, options)
         try:
             raw = await self._client.post("/chat/completions", cast_to=httpx2.Response, body=body)
         except openai.APIStatusError as exc:
@@ -200,23 +191,46 @@ class OpenAIClient:
             payload = json.loads(raw.content)
         except ValueError:
             raise _BadOutput("The model returned a malformed response.", Usage()) from None
-        usage = usage_from(payload) if isinstance(payload, dict) else Usage()
-        try:
-            choice = payload["choices"][0]
-            message = choice["message"]
-        except (KeyError, IndexError, TypeError):
-            raise _BadOutput("The model returned a malformed response.", usage) from None
-        if choice.get("finish_reason") == "length":
-            raise _BadOutput("The model's answer was cut off at the output budget.", usage)
-        content = message.get("content")
-        if not content:
-            detail = "The model refused to answer." if message.get("refusal") else "The model returned no structured answer."
-            raise _BadOutput(detail, usage)
-        try:
-            parsed = options.schema.model_validate_json(content)
-        except pydantic.ValidationError:
-            raise _BadOutput("The model's answer did not match the requested structure.", usage) from None
-        return parsed, usage
+        return parse_answer(payload, options.schema)
+
+
+def request_body(messages: list[dict], options: CallOptions) -> dict:
+    """The chat-completions body of one call: sent online, and as a batch input line's `body`."""
+    body = {
+        "model": options.model,
+        "messages": messages,
+        "response_format": response_format(options.schema),
+        "max_completion_tokens": options.max_output_tokens,
+    }
+    caps = model_capabilities.get(options.model)
+    if caps is not None and caps.reasoning and options.reasoning_effort:
+        body["reasoning_effort"] = options.reasoning_effort
+    if options.cache_key:
+        body["prompt_cache_key"] = options.cache_key
+    return body
+
+
+def parse_answer(payload, schema: type[pydantic.BaseModel]):
+    """(parsed, usage, reported model) from a chat completion's JSON (an online reply or a batch output line's
+    body); raises `_BadOutput` (transient, usage kept: it was billed) when it is not the requested structure."""
+    usage = usage_from(payload) if isinstance(payload, dict) else Usage()
+    try:
+        choice = payload["choices"][0]
+        message = choice["message"]
+    except (KeyError, IndexError, TypeError):
+        raise _BadOutput("The model returned a malformed response.", usage) from None
+    if choice.get("finish_reason") == "length":
+        raise _BadOutput("The model's answer was cut off at the output budget.", usage)
+    content = message.get("content")
+    if not content:
+        detail = "The model refused to answer." if message.get("refusal") else "The model returned no structured answer."
+        raise _BadOutput(detail, usage)
+    try:
+        parsed = schema.model_validate_json(content)
+    except pydantic.ValidationError:
+        raise _BadOutput("The model's answer did not match the requested structure.", usage) from None
+    reported = payload.get("model")
+    return parsed, usage, reported if isinstance(reported, str) and reported else None
 
 
 @functools.cache
