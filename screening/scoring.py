@@ -1,4 +1,4 @@
-"""How a paper's verdicts become its score."""
+"""How a paper's verdicts become its score, its decision, and whether a human should look."""
 
 from __future__ import annotations
 
@@ -13,3 +13,17 @@ def score_verdicts(verdicts: dict[str, str], criteria: dict) -> float:
     weights = {"met": 1.0, "unclear": 0.5, "not_met": 0.0}
     inclusion = [weights[verdicts.get(cid, "unclear")] for cid, kind, _, _ in ids if kind == "inclusion"]
     return sum(inclusion) / len(inclusion) if inclusion else 1.0
+
+
+# Below this confidence a paper is flagged for a human even when no criterion was unclear.
+REVIEW_BELOW_CONFIDENCE = 0.6
+
+
+def decide(score: float, threshold: float) -> str:
+    """`include` when the score reaches the job's threshold, else `exclude`."""
+    return "include" if score >= threshold else "exclude"
+
+
+def needs_review(verdicts: dict[str, str], confidence: float) -> bool:
+    """A human should look: a criterion was unclear, or the model was not confident."""
+    return "unclear" in verdicts.values() or confidence < REVIEW_BELOW_CONFIDENCE

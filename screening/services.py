@@ -22,7 +22,7 @@ from crystallise.tokens import count_message_tokens, estimate_cost_usd
 from screening import prompts
 from screening.clustering import cluster_papers, single_cluster
 from screening.models import CallbackStatus, Paper, ScreeningJob, ScreeningResult
-from screening.scoring import score_verdicts
+from screening.scoring import decide, needs_review, score_verdicts
 from screening.second_opinion import SecondOpinion, add_usage_by_model
 
 PAPER_INSERT_BATCH = 2000
@@ -304,9 +304,9 @@ class ScreeningKind(OnlineKind):
             for cid, kind, index, text in self.ids
         ]
         row.score = round(score_verdicts(verdicts, job.criteria), 4)
-        row.decision = "include" if row.score >= job.threshold else "exclude"
+        row.decision = decide(row.score, job.threshold)
         row.confidence = min(1.0, max(0.0, float(decision.confidence)))
-        row.needs_review = "unclear" in verdicts.values() or row.confidence < 0.6
+        row.needs_review = needs_review(verdicts, row.confidence)
         row.reasoning = decision.reasoning
 
     def write(self, job: ScreeningJob, outcomes: list[Outcome]) -> None:
