@@ -19,7 +19,6 @@ install: $(STAMP)
 migrate: install
 	$(PY) scripts/dev_env.py
 	$(PY) manage.py migrate --noinput
-	$(PY) manage.py createcachetable
 
 # Web server and a django-q2 worker together; Ctrl-C stops both.
 run: migrate

@@ -90,7 +90,6 @@ def setup_django(database_url: str, **env) -> None:
 
     django.setup()
     call_command("migrate", verbosity=0)
-    call_command("createcachetable", verbosity=0)
 
 
 def setup_service(name: str, base_url: str, **env) -> None:
