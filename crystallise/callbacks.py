@@ -109,8 +109,9 @@ def _post(url: str, address: str, body: bytes, headers: dict[str, str]) -> int:
         connection.close()
 
 
-def deliver(url: str, payload: dict, *, backoff: float = 2.0) -> tuple[bool, int, str | None]:
-    """POST the payload; returns (delivered, attempts, why it failed). 2xx is success; other answers are retried.
+def deliver(url: str, payload: dict) -> tuple[bool, int, str | None]:
+    """POST the payload; returns (delivered, attempts, why it failed). 2xx is success; other answers are retried
+    after CRYSTALLISE_CALLBACK_BACKOFF seconds, doubling per attempt.
 
     Redirects are not followed (a 3xx is a failure), and each attempt connects to the address
     checked just before it, so the address checked is the address reached.
@@ -138,5 +139,5 @@ def deliver(url: str, payload: dict, *, backoff: float = 2.0) -> tuple[bool, int
             error = f"Could not reach the receiver: {exc or type(exc).__name__}."
         logger.warning("Callback to %s failed (attempt %d): %s", url, attempt, error)
         if attempt < ATTEMPTS:
-            time.sleep(backoff * (2 ** (attempt - 1)))
+            time.sleep(settings.CRYSTALLISE_CALLBACK_BACKOFF * (2 ** (attempt - 1)))
     return False, ATTEMPTS, error

@@ -181,7 +181,7 @@ def callback_enqueue(job_id) -> None:
         async_task("screening.tasks.deliver_screening_callback", str(job_id))
 
 
-def callback_deliver(*, job_id, backoff: float = 2.0) -> str | None:
+def callback_deliver(*, job_id) -> str | None:
     from crystallise import callbacks
 
     job = ScreeningJob.objects.filter(pk=job_id).first()
@@ -194,7 +194,7 @@ def callback_deliver(*, job_id, backoff: float = 2.0) -> str | None:
         "error_category": job.error_category, "error_message": job.error_message,
         "usage": job.usage_dict(), "cost_usd": float(job.cost_usd), "finished_at": job.finished_at,
     }
-    delivered, attempts, error = callbacks.deliver(job.callback_url, payload, backoff=backoff)
+    delivered, attempts, error = callbacks.deliver(job.callback_url, payload)
     status = CallbackStatus.DELIVERED if delivered else CallbackStatus.FAILED
     ScreeningJob.objects.filter(pk=job.pk).update(callback_status=status, callback_attempts=attempts,
                                                   callback_error=error)

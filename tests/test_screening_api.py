@@ -362,10 +362,43 @@ def test_a_callback_redirect_is_not_followed_and_the_failure_is_recorded(api, fa
         assert body["callback_error"] == "The receiver answered HTTP 302 (redirects are not followed)."
         assert set(seen) == {("POST", "/hook")}  # retried, never redirected
         ScreeningJob.objects.filter(pk=job["id"]).update(callback_url=f"http://127.0.0.1:{server.server_port}/boom")
-        callback_deliver(job_id=job["id"], backoff=0)
+        callback_deliver(job_id=job["id"])
         assert api.get(f"{URL}/{job['id']}").json()["callback_error"] == "The receiver answered HTTP 500."
     finally:
         server.shutdown()
+
+
+def test_a_failed_callback_is_retried_after_the_configured_backoff(settings):
+    """CRYSTALLISE_CALLBACK_BACKOFF seconds before the second attempt, twice that before the third."""
+    import time
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from crystallise import callbacks
+
+    settings.CRYSTALLISE_CALLBACK_ALLOW_PRIVATE = True
+    settings.CRYSTALLISE_CALLBACK_BACKOFF = 0.2
+    arrivals = []
+
+    class Unavailable(BaseHTTPRequestHandler):
+        def do_POST(self):
+            arrivals.append(time.monotonic())
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Unavailable)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        outcome = callbacks.deliver(f"http://127.0.0.1:{server.server_port}/hook", {"id": "1"})
+    finally:
+        server.shutdown()
+    assert outcome == (False, 3, "The receiver answered HTTP 503.")
+    first_wait, second_wait = arrivals[1] - arrivals[0], arrivals[2] - arrivals[1]
+    # Upper bounds well under the 2 s / 4 s a default backoff would wait.
+    assert 0.2 <= first_wait < 1.5 and 0.4 <= second_wait < 1.5, (first_wait, second_wait)
 
 
 def test_a_callback_connects_only_to_the_address_it_checked(monkeypatch, settings):
@@ -392,7 +425,7 @@ def test_a_callback_connects_only_to_the_address_it_checked(monkeypatch, setting
             raise ConnectionRefusedError("refused")
 
     monkeypatch.setattr(callbacks, "socket", Network)
-    delivered, attempts, error = callbacks.deliver("http://hook.example.org/x", {"id": "1"}, backoff=0)
+    delivered, attempts, error = callbacks.deliver("http://hook.example.org/x", {"id": "1"})
     assert connected == [("93.184.216.34", 80)]  # the checked address, never the rebound one
     assert (delivered, attempts) == (False, 1) and error.startswith("Not sent: callback_url must point to a public")
 

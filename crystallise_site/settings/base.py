@@ -276,6 +276,8 @@ if CRYSTALLISE_FERNET_KEY:
 CRYSTALLISE_CALLBACK_SECRET = env.str("CRYSTALLISE_CALLBACK_SECRET", default="")
 # Callbacks go only to public addresses unless this is set (e.g. receivers on a private network).
 CRYSTALLISE_CALLBACK_ALLOW_PRIVATE = env_bool("CRYSTALLISE_CALLBACK_ALLOW_PRIVATE", default=False)
+# Wait (s) before the second delivery attempt of a callback; doubled before the third.
+CRYSTALLISE_CALLBACK_BACKOFF = env_float_between("CRYSTALLISE_CALLBACK_BACKOFF", 2.0, 0, 60)
 # Password given by `manage.py create_operator` (a random one is printed when unset).
 CRYSTALLISE_OPERATOR_PASSWORD = env.str("CRYSTALLISE_OPERATOR_PASSWORD", default="")
 # CPU niceness a worker process takes when it runs a job (0 = leave as is, up
