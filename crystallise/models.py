@@ -112,3 +112,4 @@ class ApiKey(models.Model):
 
 from crystallise.jobs.models import JobSecret  # noqa: E402,F401  (registers the model in this app)
 from crystallise.metrics.store import MetricCounter  # noqa: E402,F401  (the shared metric counters, ditto)
+from crystallise.ratelimit.models import RateLimitKey, RateLimitLease  # noqa: E402,F401  (the shared rate limiter, ditto)

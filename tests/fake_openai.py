@@ -19,17 +19,18 @@ Separate process (benchmarks)::
 
     python -m tests.fake_openai --port 0 --latency 0.3 --rpm 600 --seed 1
     # prints "READY http://127.0.0.1:PORT/v1"; control endpoints: GET /_fake/stats,
-    # GET|POST /_fake/config (JSON merge), POST /_fake/reset, GET /_fake/requests?last=N
+    # GET|POST /_fake/config (JSON merge), POST /_fake/reset, GET /_fake/requests?last=N[&brief=1]
 
 Per request, in order: auth (valid_keys, revoked_keys) -> fail_after -> rate
 limit -> fault (next `script` entry, else one seeded draw over the p_*) ->
 latency -> answer. 401s and 429s answer at once, as OpenAI's do. Faults: ok,
-401, 429, 500, hang, malformed, schema_invalid. x-ratelimit-* headers are sent
-only while `rpm` is set. `accepted` counts requests
+401, 429, 500, hang, malformed, schema_invalid. Rate limits (`rpm`, `tpm`:
+requests and tokens per minute, with the x-ratelimit-* headers of each limit
+set) are in tests.fake_ratelimit. `accepted` counts requests
 admitted past auth, fail_after and the rate limit, on arrival (so fail_after
 is exact under concurrency). Stats: requests, accepted, in_flight,
 max_in_flight, prompt_tokens, cached_tokens, completion_tokens,
-reasoning_tokens, internal_errors, and counters status ({"200": n}, string
+reasoning_tokens, rate_tokens (counted against `tpm` by admitted requests), internal_errors, and counters status ({"200": n}, string
 keys as in the JSON), keys_seen, faults.
 """
 
@@ -63,6 +64,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tests.fake_ratelimit import Buckets, duration, output_budget
+
 log = logging.getLogger(__name__)
 
 FAULTS = ("ok", "401", "429", "500", "hang", "malformed", "schema_invalid")
@@ -74,6 +77,7 @@ class FakeConfig:
     latency: float = 0.0
     jitter: float = 0.0
     rpm: float | None = None
+    tpm: float | None = None
     burst_seconds: float = 1.0
     valid_keys: set[str] | None = None  # None: any non-empty key
     revoked_keys: set[str] = dataclasses.field(default_factory=set)
@@ -257,17 +261,8 @@ def _error(status: int, message: str, kind: str, code: str | None, headers: dict
     return JSONResponse(body, status, headers=headers)
 
 
-def _duration(seconds: float) -> str:
-    """OpenAI's x-ratelimit-reset-* style: "120ms", "1.5s", "6m0s"."""
-    if seconds < 1:
-        return f"{max(0, math.ceil(seconds * 1000))}ms"
-    if seconds < 60:
-        return f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
-    return f"{int(seconds // 60)}m{seconds % 60:.0f}s"
-
-
 _COUNTS = ("requests", "accepted", "in_flight", "max_in_flight", "prompt_tokens", "cached_tokens",
-           "completion_tokens", "reasoning_tokens", "internal_errors")
+           "completion_tokens", "reasoning_tokens", "rate_tokens", "internal_errors")
 
 
 class _Server(uvicorn.Server):
@@ -333,7 +328,7 @@ class FakeOpenAI:
             self._log: collections.deque[dict] = collections.deque(maxlen=self.config.log_size)
         self._rng = random.Random(seed)
         self._jitter_rng = random.Random(None if seed is None else f"jitter-{seed}")
-        self._bucket: tuple[float, float] | None = None  # (tokens, when)
+        self._limits = Buckets()
         self._prefixes: collections.OrderedDict[bytes, None] = collections.OrderedDict()
 
     # --- running ---
@@ -401,7 +396,12 @@ class FakeOpenAI:
 
     async def _requests_endpoint(self, request: Request) -> Response:
         last = int(request.query_params.get("last", 100))
-        return JSONResponse(self.requests[-last:] if last > 0 else [])
+        entries = self.requests[-last:] if last > 0 else []
+        if request.query_params.get("brief"):  # without bodies: arrival time, status and the body's prompt_cache_key
+            entries = [{"t": e["t"], "status": e["status"], "fault": e["fault"],
+                        "cache_key": (e["body"] or {}).get("prompt_cache_key") if isinstance(e["body"], dict) else None}
+                       for e in entries]
+        return JSONResponse(entries)
 
     # --- chat completions ---
 
@@ -414,7 +414,7 @@ class FakeOpenAI:
             body = json.loads(await request.body())
         except ValueError:
             body = None
-        entry = {"path": request.url.path, "key": key, "status": None, "fault": None,
+        entry = {"path": request.url.path, "key": key, "status": None, "fault": None, "t": time.time(),
                  "request_id": headers["x-request-id"], "body": body,
                  "content_type": request.headers.get("content-type")}
         with self._lock:
@@ -453,8 +453,14 @@ class FakeOpenAI:
         if cfg.fail_after is not None and stats["accepted"] >= cfg.fail_after:
             entry["fault"] = "fail_after"
             return self._status_error(cfg.fail_after_status, key, headers, cfg.fault_retry_after)
-        if cfg.rpm is not None and (wait := self._take_request_token(cfg, headers)):
-            return self._status_error(429, key, headers, wait, model=body["model"])
+        ids = None
+        if cfg.rpm is not None or cfg.tpm is not None:
+            ids = prompt_token_ids(body["messages"])
+            charged = len(ids) + output_budget(body)
+            if refusal := self._limits.admit(cfg, headers, charged, body["model"]):
+                return self._status_error(429, key, headers, refusal.wait, message=refusal.message)
+            with self._lock:
+                stats["rate_tokens"] += charged
 
         fault = entry["fault"] = cfg.script.pop(0) if cfg.script else self._draw_fault(cfg)
         with self._lock:
@@ -465,7 +471,7 @@ class FakeOpenAI:
         if fault in ("401", "429"):
             return self._status_error(int(fault), key, headers, cfg.fault_retry_after)
 
-        ids = prompt_token_ids(body["messages"])
+        ids = prompt_token_ids(body["messages"]) if ids is None else ids
         prefixes = self._prefix_digests(cfg, body["model"], ids)
         # Looked up on arrival, remembered on completion: as with OpenAI,
         # concurrent twins of a new prompt all miss the cache.
@@ -523,25 +529,7 @@ class FakeOpenAI:
             answer = {} if fmt.get("type") == "json_object" else PLAIN_TEXT
         return answer if isinstance(answer, str) else json.dumps(answer)
 
-    def _take_request_token(self, cfg: FakeConfig, headers: dict) -> float:
-        """Token bucket; returns 0 if admitted, else the seconds until a request fits.
-
-        OpenAI enforces RPM over short windows: about `burst_seconds` worth of
-        requests may arrive at once, then they are paced at rpm/60 per second.
-        """
-        rate = max(cfg.rpm or 0, 1e-6) / 60
-        capacity = max(1.0, rate * cfg.burst_seconds)
-        now = time.monotonic()
-        tokens = capacity if self._bucket is None else min(capacity, self._bucket[0] + (now - self._bucket[1]) * rate)
-        wait = 0.0 if tokens >= 1 else (1 - tokens) / rate
-        tokens -= 0 if wait else 1
-        self._bucket = (tokens, now)
-        headers["x-ratelimit-limit-requests"] = f"{cfg.rpm:g}"
-        headers["x-ratelimit-remaining-requests"] = str(int(tokens))
-        headers["x-ratelimit-reset-requests"] = _duration((capacity - tokens) / rate)
-        return wait
-
-    def _status_error(self, status: int, key: str, headers: dict, retry_after: float, model: str = "gpt") -> Response:
+    def _status_error(self, status: int, key: str, headers: dict, retry_after: float, message: str = "") -> Response:
         if status == 401:
             msg = (f"Incorrect API key provided: {key[:3]}...{key[-4:]}. You can find your API key at "
                    "https://platform.openai.com/account/api-keys.") if key else "You didn't provide an API key."
@@ -550,8 +538,7 @@ class FakeOpenAI:
             retry_after = max(retry_after, 0.001)
             headers["retry-after"] = f"{retry_after:.3f}".rstrip("0").rstrip(".")
             headers["retry-after-ms"] = str(math.ceil(retry_after * 1000))
-            msg = (f"Rate limit reached for requests for {model} in organization org-fake on requests per min "
-                   f"(RPM): Limit {self.config.rpm or 0:g}. Please try again in {_duration(retry_after)}.")
+            msg = message or f"Rate limit reached. Please try again in {duration(retry_after)}."
             return _error(429, msg, "requests", "rate_limit_exceeded", headers)
         if status >= 500:
             msg = "The server had an error while processing your request. Sorry about that!"

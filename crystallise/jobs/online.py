@@ -28,23 +28,32 @@ from crystallise.jobs.runner import (
     record_discarded_usage,
     write_outcomes,
 )
+from crystallise.keyvault import key_fingerprint
 from crystallise.llm import make_client
 from crystallise.llm.backends import is_billable
+from crystallise.ratelimit.shared import SharedLimit
+from crystallise.ratelimit.window import Window
 
 logger = logging.getLogger(__name__)
 
 BATCH_SIZE = 200
 FLUSH_SECONDS = 0.25
 LOAD_CHUNK = 1000
+# How often the calls-in-flight bound follows the pacer's target.
+ADAPT_SECONDS = 0.1
 
 
 class OnlineStrategy:
-    """One LLM call per item, `concurrency` at a time, results written in batches.
+    """One LLM call per item, as many in flight as the provider allows (at most `concurrency`), results
+    written in batches.
 
-    Workers take items from a bounded queue fed by the producer; a flusher
-    writes what is done every FLUSH_SECONDS or BATCH_SIZE results. The run
-    stops after the current calls on cancel (lost lease), a fatal error or
-    the job's cost cap.
+    Workers take items from a bounded queue fed by the producer; a window
+    bounds how many call at once, following the client's pacer (the allowed
+    rate times the latency, `crystallise.llm.pacing`); the job's share of the
+    key's limit is leased from the shared limiter (`crystallise.ratelimit`).
+    A flusher writes what is done every FLUSH_SECONDS or BATCH_SIZE results.
+    The run stops after the current calls on cancel (lost lease), a fatal
+    error or the job's cost cap.
     """
 
     name = "online"
@@ -82,10 +91,18 @@ class _OnlineRun:
 
     async def run(self) -> str | None:
         client = make_client(api_key=self.api_key, backend=self.job.llm_backend, concurrency=self.concurrency)
+        pacer = getattr(client, "pacer", None)
+        shared = SharedLimit(pacer, key_fingerprint(self.api_key)) if pacer is not None and self.api_key else None
+        if shared is not None:
+            await shared.start(self.db_call)  # the key's known limits and this job's share, before the first call
+        window = Window(pacer.target_concurrency() if pacer is not None else self.concurrency)
         queue: asyncio.Queue = asyncio.Queue(maxsize=self.concurrency * 2)
-        workers = [asyncio.create_task(self.worker(client, queue)) for _ in range(self.concurrency)]
+        workers = [asyncio.create_task(self.worker(client, queue, window)) for _ in range(self.concurrency)]
         producer = asyncio.create_task(self.produce(queue))
         flusher = asyncio.create_task(self.flusher())
+        helpers = [asyncio.create_task(self.adapt(pacer, window))]
+        if shared is not None:
+            helpers.append(asyncio.create_task(shared.keep(self.db_call)))
         interrupted = False
         try:
             # Workers end on the producer's sentinels, or after their current
@@ -97,9 +114,10 @@ class _OnlineRun:
             interrupted = True
             raise
         finally:
-            for task in (producer, *workers):
+            for task in (producer, *workers, *helpers):
                 task.cancel()
             outcomes = await asyncio.gather(producer, *workers, return_exceptions=True)
+            await asyncio.gather(*helpers, return_exceptions=True)
             # CancelledError is not an Exception: only real failures count.
             crash = next((o for o in outcomes if isinstance(o, Exception)), None)
             self.stop.set()
@@ -117,6 +135,8 @@ class _OnlineRun:
                 settled = not (self.lost or self.db_failed or interrupted)
                 status = await self.db_call(self.conclude) if settled else None
             finally:
+                if shared is not None:
+                    await self.db_call(shared.release)
                 await self.db_call(_close_connection)
                 self.db.shutdown(wait=True)
         return status
@@ -145,17 +165,31 @@ class _OnlineRun:
         for _ in range(self.concurrency):
             await queue.put(None)
 
-    async def worker(self, client, queue: asyncio.Queue) -> None:
-        while True:
-            item = await queue.get()
-            if item is None or self.stop.is_set():
-                return
-            outcome = await self.kind.process(client, self.job, item)
+    async def worker(self, client, queue: asyncio.Queue, window: Window) -> None:
+        while await window.acquire():
+            try:
+                item = await queue.get()
+                if item is None or self.stop.is_set():
+                    return
+                outcome = await self.kind.process(client, self.job, item)
+            finally:
+                window.release()
             self.buffer.append(outcome)
             self.spent += outcome.cost(self.job)
             self.observe(outcome)
             if len(self.buffer) >= BATCH_SIZE:
                 self.flush_now.set()
+
+    async def adapt(self, pacer, window: Window) -> None:
+        """Keep the window at the pacer's target; on stop, wake the workers waiting for it."""
+        while not self.stop.is_set():
+            if pacer is not None:
+                window.resize(pacer.target_concurrency())
+            try:
+                await asyncio.wait_for(self.stop.wait(), ADAPT_SECONDS)
+            except TimeoutError:
+                pass
+        window.close()
 
     def observe(self, outcome: Outcome) -> None:
         if outcome.fatal and self.fatal is None:

@@ -112,7 +112,7 @@ class OpenAIClient:
 
     def __init__(self, *, api_key: str, base_url: str | None, concurrency: int, retry: RetryPolicy) -> None:
         self.retry = retry
-        self.pacer = Pacer()
+        self.pacer = Pacer(ceiling=concurrency)
         # One pool per client sized for the job's concurrency: the default
         # pool (100 connections) would queue calls invisibly above it.
         # aiohttp transport: a fraction of the CPU per request of the pure-Python one,
@@ -168,7 +168,8 @@ class OpenAIClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _once(self, messages: list[dict], options: CallOptions):
-        await self.pacer.wait_turn()
+        prompt_chars = sum(len(m["content"]) for m in messages if isinstance(m.get("content"), str))
+        ticket = await self.pacer.acquire(self.pacer.estimate_tokens(prompt_chars, options.max_output_tokens))
         # The request goes through the SDK's generic `post` (its documented way
         # to send a raw body: same auth, base URL, timeouts and error classes),
         # and the reply is read as JSON and validated with pydantic directly.
@@ -180,17 +181,23 @@ class OpenAIClient:
             raw = await self._client.post("/chat/completions", cast_to=httpx2.Response, body=body)
         except openai.APIStatusError as exc:
             error = classify(exc)
-            if error.category == Category.RATE_LIMIT:
-                self.pacer.rate_limited(error.retry_after)
-            self.pacer.observe(exc.response.headers)
+            self.pacer.failed(ticket, exc.response.headers, rate_limited=error.category == Category.RATE_LIMIT,
+                              retry_after=error.retry_after)
             raise error from None
-        except openai.OpenAIError as exc:
-            raise classify(exc) from None
-        self.pacer.observe(raw.headers)
+        except BaseException as exc:  # connection errors, timeouts, cancellation
+            self.pacer.failed(ticket, None, rate_limited=False, retry_after=None)
+            if isinstance(exc, openai.OpenAIError):
+                raise classify(exc) from None
+            raise
         try:
             payload = json.loads(raw.content)
         except ValueError:
-            raise _BadOutput("The model returned a malformed response.", Usage()) from None
+            payload = None
+        # Latency, limits and the prompt's real token count (calibrates the pacer's estimate).
+        self.pacer.answered(ticket, raw.headers, prompt_chars=prompt_chars,
+                            prompt_tokens=usage_from(payload).input_tokens if isinstance(payload, dict) else 0)
+        if payload is None:
+            raise _BadOutput("The model returned a malformed response.", Usage())
         return parse_answer(payload, options.schema)
 
 

@@ -1,19 +1,48 @@
-"""Client-side pacing below the provider's rate limit.
+"""Client-side pacing under the provider's advertised limits, and how many calls to keep in flight.
 
 Hammering and backing off wastes requests and, with many calls in flight,
-turns one 429 into a thundering herd. Instead the pacer learns the
-requests-per-minute limit from `x-ratelimit-limit-requests` and spaces
-request starts just under it; a 429 pauses every call of the client until
-its `Retry-After` has passed.
+turns one 429 into a thundering herd. Instead the pacer reads the limits the
+provider sends on every answer (`x-ratelimit-limit-requests`,
+`-remaining-requests`, `-reset-requests` and the `-tokens` trio) and spaces
+request starts just under both: requests per minute, and tokens per minute,
+each call counted as its prompt (estimated from its length, calibrated on the
+usage the provider reports) plus its output budget, as providers reserve it.
+
+Of the key's limit the pacer uses its `share` (1 for a client alone; the
+shared limiter, `crystallise.ratelimit`, sets it for jobs that share a key).
+A 429 pauses every call of the client until its `Retry-After` has passed and
+lowers the rate a little (recovering over the next answers); a `remaining`
+of nothing pauses until the advertised reset.
+
+`target_concurrency()` says how many calls to keep in flight: the allowed
+rate times the latency (Little's law) with a margin, never above the
+ceiling. Until the provider has advertised a limit it starts at
+`INITIAL_WINDOW` and doubles every `SLOW_START_SECONDS`; a 429 without
+limits halves it (then +1 per answer).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
+from dataclasses import dataclass
 
-# Stay a little under the advertised limit: clocks and windows differ.
+# Stay a little under the advertised limit: windows and estimates differ.
 HEADROOM = 0.97
+# Request starts may bunch up by this much (seconds of the rate): absorbs timer jitter, never a real burst.
+BURST_SECONDS = 0.1
+INITIAL_WINDOW = 32
+SLOW_START_SECONDS = 0.5
+# In flight = rate × latency × margin (+ a few): retries and latency spread keep some calls longer.
+WINDOW_MARGIN = 1.25
+WINDOW_SLACK = 4
+# A 429 lowers the rate by this factor (not below BACKOFF_FLOOR); each answer gives back BACKOFF_RECOVERY.
+BACKOFF_STEP = 0.85
+BACKOFF_FLOOR = 0.25
+BACKOFF_RECOVERY = 0.002
+# Until answers calibrate it: o200k tokens per character of English prompt, on the safe side.
+INITIAL_TOKENS_PER_CHAR = 0.35
 
 
 def parse_duration(value: str | None) -> float | None:
@@ -66,43 +95,176 @@ def retry_after_seconds(headers) -> float | None:
     return parse_duration(headers.get("retry-after"))
 
 
-class Pacer:
-    def __init__(self) -> None:
-        self.interval = 0.0  # seconds between request starts; 0 = unpaced
-        self._next_slot = 0.0
-        self._paused_until = 0.0
-        self._lock = asyncio.Lock()
+def _number(headers, name: str) -> float | None:
+    raw = headers.get(name)
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    return value if value >= 0 and math.isfinite(value) else None
 
-    async def wait_turn(self) -> None:
+
+@dataclass(frozen=True)
+class Advertised:
+    """The `x-ratelimit-*` headers of one answer (None where absent)."""
+
+    limit_requests: float | None = None
+    remaining_requests: float | None = None
+    reset_requests: float | None = None
+    limit_tokens: float | None = None
+    remaining_tokens: float | None = None
+    reset_tokens: float | None = None
+
+    @classmethod
+    def from_headers(cls, headers) -> Advertised:
+        return cls(
+            limit_requests=_number(headers, "x-ratelimit-limit-requests"),
+            remaining_requests=_number(headers, "x-ratelimit-remaining-requests"),
+            reset_requests=parse_duration(headers.get("x-ratelimit-reset-requests")),
+            limit_tokens=_number(headers, "x-ratelimit-limit-tokens"),
+            remaining_tokens=_number(headers, "x-ratelimit-remaining-tokens"),
+            reset_tokens=parse_duration(headers.get("x-ratelimit-reset-tokens")),
+        )
+
+
+class Pacer:
+    """Paces one client's request starts; all of it runs on the client's event loop (no locks needed)."""
+
+    def __init__(self, ceiling: int = 1024) -> None:
+        self.ceiling = max(1, ceiling)
+        # The key's limits per minute (learned from answers, or handed over by the shared limiter).
+        self.limit_requests: float | None = None
+        self.limit_tokens: float | None = None
+        self.share = 1.0
+        # The provider advertised the limits to this client (rather than the shared limiter passing them on).
+        self.learned = False
+        # Monotonic time past which the share has lapsed (shared limiter): nothing starts until renewed.
+        self.share_expires = math.inf
+        self.backoff = 1.0
+        self.latency: float | None = None  # moving average of answered calls (s)
+        self.tokens_per_char = INITIAL_TOKENS_PER_CHAR
+        self.cost_average: float | None = None  # tokens counted per call
+        # Totals, read by the shared limiter to report what this client used.
+        self.requests = 0
+        self.tokens = 0.0
+        self.refused = 0
+        self._request_tat = 0.0  # GCRA "theoretical arrival times"
+        self._token_tat = 0.0
+        self._paused_until = 0.0
+        self._in_flight: dict[int, float] = {}
+        self._ticket = 0
+        self._first_call: float | None = None
+        self._aimd_window: float | None = None  # set by a 429 while no limit is known
+
+    # --- rates -------------------------------------------------------------
+    def requests_per_second(self) -> float | None:
+        if self.limit_requests is None:
+            return None
+        return self.limit_requests / 60 * HEADROOM * self.share * self.backoff
+
+    def tokens_per_second(self) -> float | None:
+        if self.limit_tokens is None:
+            return None
+        return self.limit_tokens / 60 * HEADROOM * self.share * self.backoff
+
+    def calls_per_second(self) -> float | None:
+        """The allowed call rate: the tighter of the request and the token limit."""
+        rps, tps = self.requests_per_second(), self.tokens_per_second()
+        if tps is not None:
+            per_call = tps / max(1.0, self.cost_average or 1.0)
+            rps = per_call if rps is None else min(rps, per_call)
+        return rps
+
+    def target_concurrency(self) -> int:
+        now = time.monotonic()
+        rate = self.calls_per_second()
+        if rate is not None:
+            # Before the first answer the latency is at least the age of the oldest call in flight.
+            oldest = now - next(iter(self._in_flight.values()), now)
+            target = rate * max(self.latency or 0.0, oldest) * WINDOW_MARGIN + WINDOW_SLACK
+        elif self._aimd_window is not None:
+            target = self._aimd_window
+        else:
+            started = self._first_call if self._first_call is not None else now
+            target = INITIAL_WINDOW * 2 ** ((now - started) / SLOW_START_SECONDS)
+        return max(1, min(self.ceiling, int(target)))
+
+    # --- one call ----------------------------------------------------------
+    def estimate_tokens(self, prompt_chars: int, max_output_tokens: int) -> float:
+        return prompt_chars * self.tokens_per_char + max_output_tokens
+
+    async def acquire(self, cost_tokens: float) -> int:
+        """Wait for this call's turn; returns a ticket for `answered`/`failed`."""
+        if self._first_call is None:
+            self._first_call = time.monotonic()
         while True:
             now = time.monotonic()
-            pause = self._paused_until - now
-            if pause > 0:
-                await asyncio.sleep(pause)
+            if now < self._paused_until:
+                await asyncio.sleep(self._paused_until - now)
                 continue
-            if self.interval <= 0:
-                return
-            async with self._lock:
-                now = time.monotonic()
-                slot = max(self._next_slot, now)
-                self._next_slot = slot + self.interval
-            delay = slot - now
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if time.monotonic() >= self._paused_until:
-                return
+            if now >= self.share_expires:
+                await asyncio.sleep(0.05)  # the share lapsed: nothing starts until the limiter renews it
+                continue
+            rps, tps = self.requests_per_second(), self.tokens_per_second()
+            start = max(now, self._request_tat - BURST_SECONDS if rps else now,
+                        self._token_tat - BURST_SECONDS if tps else now)
+            if rps:
+                self._request_tat = max(self._request_tat, start) + 1 / rps
+            if tps:
+                self._token_tat = max(self._token_tat, start) + cost_tokens / tps
+            if start > now:
+                await asyncio.sleep(start - now)
+            now = time.monotonic()
+            if self._paused_until <= now < self.share_expires:
+                break
+        self.requests += 1
+        self.tokens += cost_tokens
+        self.cost_average = cost_tokens if self.cost_average is None else 0.98 * self.cost_average + 0.02 * cost_tokens
+        self._ticket += 1
+        self._in_flight[self._ticket] = time.monotonic()
+        return self._ticket
+
+    def answered(self, ticket: int, headers, *, prompt_chars: int = 0, prompt_tokens: int = 0) -> None:
+        started = self._in_flight.pop(ticket, None)
+        if started is not None:
+            elapsed = time.monotonic() - started
+            self.latency = elapsed if self.latency is None else 0.9 * self.latency + 0.1 * elapsed
+        if prompt_chars > 0 and prompt_tokens > 0:
+            # Calibrate on the safe side: rises at once, falls slowly.
+            ratio = prompt_tokens / prompt_chars * 1.02
+            self.tokens_per_char = ratio if ratio > self.tokens_per_char else 0.99 * self.tokens_per_char + 0.01 * ratio
+        self.backoff = min(1.0, self.backoff + BACKOFF_RECOVERY)
+        if self._aimd_window is not None:
+            self._aimd_window = min(float(self.ceiling), self._aimd_window + 1)
+        self.observe(headers)
+
+    def failed(self, ticket: int, headers, *, rate_limited: bool, retry_after: float | None) -> None:
+        self._in_flight.pop(ticket, None)
+        if rate_limited:
+            self.refused += 1
+            self._paused_until = max(self._paused_until, time.monotonic() + (retry_after or 1.0))
+            self.backoff = max(BACKOFF_FLOOR, self.backoff * BACKOFF_STEP)
+            if self.limit_requests is None and self.limit_tokens is None:
+                self._aimd_window = max(1.0, (self._aimd_window or float(self.target_concurrency())) / 2)
+        self.observe(headers)
 
     def observe(self, headers) -> None:
         if headers is None:
             return
-        limit = headers.get("x-ratelimit-limit-requests")
-        if limit:
-            try:
-                rpm = float(limit)
-            except ValueError:
-                return
-            if rpm > 0:
-                self.interval = 60.0 / (rpm * HEADROOM)
+        seen = Advertised.from_headers(headers)
+        if seen.limit_requests or seen.limit_tokens:
+            self.limit_requests, self.limit_tokens = seen.limit_requests, seen.limit_tokens
+            self.learned = True
+        # Nothing left in the provider's window: wait for its reset instead of collecting 429s.
+        now = time.monotonic()
+        if seen.remaining_requests is not None and seen.remaining_requests < 1 and seen.reset_requests:
+            self._paused_until = max(self._paused_until, now + min(seen.reset_requests, 60.0))
+        if (seen.remaining_tokens is not None and seen.reset_tokens and self.cost_average
+                and seen.remaining_tokens < self.cost_average):
+            self._paused_until = max(self._paused_until, now + min(seen.reset_tokens, 60.0))
 
     def rate_limited(self, retry_after: float | None) -> None:
-        self._paused_until = max(self._paused_until, time.monotonic() + (retry_after or 1.0))
+        """A 429 outside a paced call (kept for callers without a ticket)."""
+        self.failed(-1, None, rate_limited=True, retry_after=retry_after)

@@ -1,0 +1,95 @@
+"""One job's side of the shared limiter: renews its lease and hands the share to its client's pacer.
+
+The renewals run on the job's database thread (`db_call`), the pacer is
+touched only on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+import uuid
+
+from django.db import DatabaseError
+
+from crystallise.llm.pacing import HEADROOM, Pacer
+from crystallise.ratelimit import lease
+
+logger = logging.getLogger(__name__)
+
+# A holder using less than this part of its share is not held back by it: it reports what it uses.
+SATURATED = 0.8
+DEMAND_MARGIN = 1.5
+
+
+class SharedLimit:
+    def __init__(self, pacer: Pacer, fingerprint: str) -> None:
+        self.pacer = pacer
+        self.fingerprint = fingerprint
+        self.holder = uuid.uuid4().hex
+        self.renewals = 0
+        self._learned = (None, None)  # limits this pacer learned from the provider itself
+        self._last: tuple[float, int, float] | None = None  # (when, requests, tokens) at the last renewal
+        self._held_since: float | None = None  # when the current share (> 0) was first granted
+
+    def demand(self) -> float | None:
+        """The fraction of the key this holder showed it can use; None when its share holds it back."""
+        now = time.monotonic()
+        pacer, last = self.pacer, self._last
+        self._last = (now, pacer.requests, pacer.tokens)
+        if last is None or self._held_since is None or self._held_since > last[0] or pacer.share <= 0:
+            return None
+        elapsed = now - last[0]
+        if elapsed <= 0:
+            return None
+        used = []
+        if pacer.limit_requests:
+            used.append((pacer.requests - last[1]) / elapsed / (pacer.limit_requests / 60 * HEADROOM))
+        if pacer.limit_tokens:
+            used.append((pacer.tokens - last[2]) / elapsed / (pacer.limit_tokens / 60 * HEADROOM))
+        if not used:
+            return None
+        fraction = max(used)
+        if fraction >= SATURATED * pacer.share * pacer.backoff:
+            return None
+        return min(1.0, fraction * DEMAND_MARGIN + 0.01)
+
+    async def renew(self, db_call) -> None:
+        pacer = self.pacer
+        asked = time.monotonic()
+        learned = (pacer.limit_requests, pacer.limit_tokens) if pacer.learned else (None, None)
+        grant = await db_call(functools.partial(lease.renew, self.fingerprint, self.holder, demand=self.demand(),
+                                                limit_requests=learned[0], limit_tokens=learned[1]))
+        self.renewals += 1
+        if not pacer.learned:
+            pacer.limit_requests, pacer.limit_tokens = grant.limit_requests, grant.limit_tokens
+        if grant.share > 0 and (self._held_since is None or pacer.share <= 0):
+            self._held_since = time.monotonic()
+        pacer.share = grant.share
+        # Our row expires LEASE_SECONDS after the database wrote it; stop using it a second before.
+        pacer.share_expires = asked + lease.LEASE_SECONDS - 1.0
+
+    async def start(self, db_call) -> None:
+        """Take the lease before the first call; without the database the job runs on what it learns alone."""
+        try:
+            await self.renew(db_call)
+        except DatabaseError:
+            logger.warning("Taking a rate-limit lease failed; pacing on the provider's headers alone", exc_info=True)
+
+    async def keep(self, db_call) -> None:
+        """Renew until cancelled; a failed renewal (database down) is retried, the share lapses meanwhile."""
+        while True:
+            await asyncio.sleep(lease.RENEW_SECONDS)
+            try:
+                await self.renew(db_call)
+            except DatabaseError:
+                logger.warning("Renewing the rate-limit lease failed; retrying", exc_info=True)
+
+    def release(self) -> None:
+        """In the database thread: give the share back."""
+        try:
+            lease.release(self.fingerprint, self.holder)
+        except DatabaseError:
+            logger.warning("Releasing the rate-limit lease failed; it expires on its own", exc_info=True)
