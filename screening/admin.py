@@ -6,10 +6,11 @@ from django.utils.html import format_html, format_html_join
 from crystallise.jobs.admin import JobAdmin, truncate
 from screening.models import ScreeningJob, ScreeningResult
 from screening.services import job_resubmit
+from screening.trust_admin import TrustAdminMixin
 
 
 @admin.register(ScreeningJob)
-class ScreeningJobAdmin(JobAdmin):
+class ScreeningJobAdmin(TrustAdminMixin, JobAdmin):
     done_field = "screened"
     result_model = ScreeningResult
     # One cluster id per paper: up to 100,000 ints per row.
@@ -22,6 +23,7 @@ class ScreeningJobAdmin(JobAdmin):
         ("Inputs", {"fields": ("criteria_summary", "threshold", "clusters_summary", "callback_url")}),
         ("Progress", {"fields": ("progress_detail", "results_link", "callback_status", "callback_attempts", "callback_error")}),
         ("Clusters", {"fields": ("cluster_table",)}),
+        TrustAdminMixin.trust_fieldset,
         ("Cost", {"fields": ("estimated", "actual", "cap", "usage_summary")}),
         ("Error", {"fields": ("error_category", "error_message")}),
     )

@@ -93,7 +93,8 @@ def parse_json_reviews(items) -> list[dict]:
     return out
 
 
-def _delimiter(header: str) -> str:
+def delimiter(header: str) -> str:
+    """The delimiter of a CSV header line: comma, semicolon (European Excel) or tab."""
     counts = {d: header.count(d) for d in (",", ";", "\t")}
     best = max(counts, key=lambda d: counts[d])
     return best if counts[best] else ","
@@ -105,7 +106,7 @@ def parse_review_file(upload, *, max_bytes: int) -> list[dict]:
         raise PayloadTooLarge(f"{FILE_FIELD} is larger than the upload limit.", errors={FILE_FIELD: ["File too large."]})
     text = decode_text(upload.read(), field=FILE_FIELD)
     # newline="": quoted notes may span lines.
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(text[:text.find("\n")]), strict=True)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter(text[:text.find("\n")]), strict=True)
     try:
         header = [re.sub(r"[\s-]+", "_", name.strip().lower()) for name in next(reader, [])]
         header = ["paper_id" if name == "id" and "paper_id" not in header else name for name in header]
