@@ -19,7 +19,14 @@ from crystallise.jobs.models import JobSecret
 from crystallise.models import ApiKey
 from indexer.models import IndexJob
 from screening.models import ScreeningJob
-from tests.factories import ApiKeyFactory, paper
+from tests.factories import (
+    ApiKeyFactory,
+    IndexJobFactory,
+    PaperFactory,
+    ScreeningJobFactory,
+    ScreeningResultFactory,
+    paper,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -44,18 +51,6 @@ def staff(db):
     client = Client()
     client.force_login(user)
     return client
-
-
-def screening_job(**fields) -> ScreeningJob:
-    defaults = dict(model="gpt-5-nano", llm_backend="openai", openai_key_source="server", owner="f" * 16,
-                    criteria=CRITERIA, total=2, estimated_cost_usd=Decimal("0.002"), cost_usd=Decimal("0.001"))
-    return ScreeningJob.objects.create(**{**defaults, **fields})
-
-
-def index_job(**fields) -> IndexJob:
-    defaults = dict(model="gpt-5-nano", llm_backend="openai", openai_key_source="server", owner="f" * 16,
-                    total=1, estimated_cost_usd=Decimal("0.003"), cost_usd=Decimal("0.002"))
-    return IndexJob.objects.create(**{**defaults, **fields})
 
 
 def submit(api, **extra) -> str:
@@ -101,7 +96,7 @@ def test_view_only_staff_sees_jobs_but_cannot_cancel(client):
     user = get_user_model().objects.create_user("viewer", password="pw-viewer-123", is_staff=True)
     user.user_permissions.add(Permission.objects.get(codename="view_screeningjob"))
     client.force_login(user)
-    job = screening_job(status="running")
+    job = ScreeningJobFactory(status="running")
     response = client.get(SCREENING)
     assert response.status_code == 200 and str(job.pk)[:8] in response.content.decode()
     assert "cancel_jobs" not in response.content.decode()
@@ -111,7 +106,7 @@ def test_view_only_staff_sees_jobs_but_cannot_cancel(client):
 
 
 def test_jobs_cannot_be_added_changed_or_deleted_by_hand(staff):
-    job = screening_job()
+    job = ScreeningJobFactory()
     assert staff.get(f"{SCREENING}add/").status_code == 403
     assert staff.get(f"{SCREENING}{job.pk}/delete/").status_code == 403
     detail = staff.get(f"{SCREENING}{job.pk}/change/")
@@ -146,10 +141,9 @@ def test_job_list_detail_and_results_render_for_a_real_job(staff, api, fake_open
 def test_results_are_paged_100_at_a_time(staff):
     from screening.models import Paper, ScreeningResult
 
-    job = screening_job(total=250, screened=250, status="completed")
-    papers = Paper.objects.bulk_create(Paper(job=job, position=i, paper_id=f"p{i}", title=f"Title {i}") for i in range(250))
-    ScreeningResult.objects.bulk_create(
-        ScreeningResult(job=job, paper=p, position=p.position, decision="exclude", score=0.0) for p in papers)
+    job = ScreeningJobFactory(total=250, screened=250, status="completed")
+    papers = Paper.objects.bulk_create(PaperFactory.build(job=job, position=i, title=f"Title {i}") for i in range(250))
+    ScreeningResult.objects.bulk_create(ScreeningResultFactory.build(paper=p) for p in papers)
     url = f"{SCREENING}{job.pk}/results/"
     first = staff.get(url).content.decode()
     assert "Page 1 of 3" in first and "Title 99<" in first and "Title 100<" not in first
@@ -172,8 +166,8 @@ def test_index_job_list_detail_and_results(staff, api, fake_openai, run_queue):
 
 
 def test_filters_search_and_newest_first(staff):
-    old = screening_job(created_at=timezone.now() - timedelta(days=3), project_id="old-proj", model="gpt-4o-mini")
-    new = screening_job(status="failed", error_category="auth", error_message="OpenAI rejected the key.")
+    old = ScreeningJobFactory(created_at=timezone.now() - timedelta(days=3), project_id="old-proj", model="gpt-4o-mini")
+    new = ScreeningJobFactory(status="failed", error_category="auth", error_message="OpenAI rejected the key.")
     listing = staff.get(SCREENING).content.decode()
     assert listing.index(str(new.pk)[:8]) < listing.index(str(old.pk)[:8])
     only_failed = staff.get(SCREENING, {"status__exact": "failed"}).content.decode()
@@ -193,15 +187,15 @@ def test_filters_search_and_newest_first(staff):
 
 
 def test_lists_do_not_query_per_row(staff, django_assert_max_num_queries):
-    screening_job()
+    ScreeningJobFactory()
     with django_assert_max_num_queries(10) as few:
         staff.get(SCREENING)
     keys = [ApiKeyFactory() for _ in range(5)]
     ScreeningJob.objects.all().delete()
     for i in range(30):
         key = keys[i % 5]
-        screening_job(api_key=key, api_key_label=key.label, cluster_assignments=list(range(2000)))
-        index_job(api_key=key, api_key_label=key.label)
+        ScreeningJobFactory(api_key=key, api_key_label=key.label, cluster_assignments=list(range(2000)))
+        IndexJobFactory(api_key=key, api_key_label=key.label)
     ApiKey.objects.filter(pk=keys[0].pk).update(is_active=False)
     for url in (SCREENING, INDEXING):
         with django_assert_max_num_queries(10) as many:
@@ -222,7 +216,7 @@ def test_lists_do_not_query_per_row(staff, django_assert_max_num_queries):
 
 def test_cancel_action_cancels_active_jobs_and_drops_the_request_key(staff, api, fake_openai):
     job_id = submit(api, HTTP_X_OPENAI_API_KEY=REQUEST_OPENAI_KEY)
-    done = screening_job(status="completed")
+    done = ScreeningJobFactory(status="completed")
     assert JobSecret.objects.filter(job_id=job_id).exists()
     response = action(staff, SCREENING, "cancel_jobs", job_id, done.pk)
     assert "Cancelled 1 job. 1 already finished, left as they were." in page_messages(response)
@@ -252,11 +246,9 @@ def test_every_cancel_path_sends_the_completion_callback(staff, api, fake_openai
 ])
 def test_resubmit_validates_stored_inputs_like_the_api(staff, fields, message):
     """A job stored before a rule existed (or by an older command) is refused with the rule's message."""
-    from screening.models import Paper
-
-    job = screening_job(status="completed", **fields)
+    job = ScreeningJobFactory(**{"status": "completed", "total": 1, **fields})
     if job.total:
-        Paper.objects.create(job=job, position=0, paper_id="p1", title="Migraine trial", abstract="A trial.")
+        PaperFactory(job=job, position=0)
     response = action(staff, SCREENING, "resubmit_jobs", job.pk)
     assert any(message in m for m in page_messages(response)), page_messages(response)
     assert ScreeningJob.objects.count() == 1
@@ -353,10 +345,10 @@ def test_key_secret_is_shown_once_then_only_its_prefix(staff):
 def test_key_list_and_detail_show_requests_spend_and_budget(staff):
     key = ApiKeyFactory(name="lab", monthly_budget_usd=Decimal("20.00"), request_count=7,
                         last_used_at=timezone.now())
-    screening_job(api_key=key, cost_usd=Decimal("1.25"))
-    index_job(api_key=key, cost_usd=Decimal("0.50"))
-    index_job(api_key=key, cost_usd=Decimal("3"), created_at=timezone.now() - timedelta(days=62))
-    screening_job(cost_usd=Decimal("9"))  # another caller's spend
+    ScreeningJobFactory(api_key=key, cost_usd=Decimal("1.25"))
+    IndexJobFactory(api_key=key, cost_usd=Decimal("0.50"))
+    IndexJobFactory(api_key=key, cost_usd=Decimal("3"), created_at=timezone.now() - timedelta(days=62))
+    ScreeningJobFactory(cost_usd=Decimal("9"))  # another caller's spend
     listing = staff.get(KEYS).content.decode()
     assert "$4.7500" in listing and "$1.7500 of $20.00" in listing and ">7<" in listing
     detail = staff.get(f"{KEYS}{key.pk}/change/").content.decode()
@@ -419,12 +411,12 @@ def fake_openai_key() -> str:
 def test_cost_page_sums_per_day_model_and_key(staff):
     key = ApiKeyFactory(name="lab")
     today = timezone.now()
-    screening_job(api_key=key, api_key_label=key.label, cost_usd=Decimal("1.5"), estimated_cost_usd=Decimal("2"))
-    index_job(api_key=key, api_key_label=key.label, model="gpt-4o-mini", cost_usd=Decimal("0.25"),
+    ScreeningJobFactory(api_key=key, api_key_label=key.label, cost_usd=Decimal("1.5"), estimated_cost_usd=Decimal("2"))
+    IndexJobFactory(api_key=key, api_key_label=key.label, model="gpt-4o-mini", cost_usd=Decimal("0.25"),
               estimated_cost_usd=Decimal("0.5"))
-    screening_job(api_key_label="env key #1", cost_usd=Decimal("1"), estimated_cost_usd=Decimal("1"),
+    ScreeningJobFactory(api_key_label="env key #1", cost_usd=Decimal("1"), estimated_cost_usd=Decimal("1"),
                   created_at=today - timedelta(days=2))
-    screening_job(cost_usd=Decimal("100"), created_at=today - timedelta(days=45))  # outside the default period
+    ScreeningJobFactory(cost_usd=Decimal("100"), created_at=today - timedelta(days=45))  # outside the default period
     html = staff.get(COSTS).content.decode()
     assert "<svg" in html and 'class="act"' in html and "Download CSV" in html
     assert "<strong>3</strong> jobs" in html and "$2.7500" in html and "$3.5000" in html
