@@ -190,16 +190,21 @@ def test_database_disk_full_mid_job_then_space_freed(fake):
         wait_until(lambda: stack.job(job_id)["progress"]["screened"] >= 40, 90, "40 papers")
         # Fill the disk: whatever the server writes next fails with "No space left on device".
         subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=1M", "status=none"], capture_output=True)
+        screened_when_full = stack.job(job_id)["progress"]["screened"]
         time.sleep(OUTAGE_SECONDS)
         status, _, body = http("POST", f"{stack.url}/v1/screening/jobs",
                                {"criteria": CRITERIA, "papers": papers(50)}, headers=KEY)
         assert status in (202, 503), (status, body[:300])  # a write may fit in a page already allocated
         if status == 503:
             assert json.loads(body)["error_category"] == "internal"
+        healthz = http("GET", f"{stack.url}/healthz")[0]
         filler.unlink()
-        if stack.server._run([str(stack.server.bin / "pg_ctl"), "-D", str(stack.server.data), "status"],
-                             check=False).returncode != 0:
+        stopped = stack.server._run([str(stack.server.bin / "pg_ctl"), "-D", str(stack.server.data), "status"],
+                                    check=False).returncode != 0
+        if stopped:
             stack.server.start()  # the server stopped itself (a WAL write failed): an operator starts it again
+        print(f"disk full: screened {screened_when_full} when full; after {OUTAGE_SECONDS} s: POST {status}, "
+              f"/healthz {healthz}, server stopped itself: {stopped}")
         wait_until(lambda: http("GET", f"{stack.url}/healthz")[0] == 200, 30, "/healthz to recover")
         wait_until(lambda: stack.job(job_id)["status"] not in ("pending", "running"), 240, "the job to end")
         job = stack.job(job_id)
