@@ -5,7 +5,7 @@ from rest_framework import serializers
 
 from crystallise.formats import item_error
 from crystallise.serializers import ItemInSerializer, ItemListField, JobSerializer, NumberField, StrictSerializer, json_text
-from screening.models import ScreeningJob, ScreeningResult
+from screening.models import Decision, ScreeningJob, ScreeningResult
 from screening.reviews import review_summary
 
 MAX_PAPERS = 100_000
@@ -165,7 +165,7 @@ class ScreeningResultSerializer(serializers.ModelSerializer):
                   "reasoning", "criteria", "error", "llm_backend", "opinions", "human_decision", "conflict",
                   "final_decision"]
 
-    @extend_schema_field(serializers.ChoiceField(choices=["include", "exclude"], allow_null=True))
+    @extend_schema_field(serializers.ChoiceField(choices=Decision.choices, allow_null=True))
     def get_human_decision(self, result: ScreeningResult):
         return review_summary(result)["human_decision"]
 
@@ -173,7 +173,7 @@ class ScreeningResultSerializer(serializers.ModelSerializer):
     def get_conflict(self, result: ScreeningResult) -> bool:
         return review_summary(result)["conflict"]
 
-    @extend_schema_field(serializers.ChoiceField(choices=["include", "exclude"], allow_null=True))
+    @extend_schema_field(serializers.ChoiceField(choices=Decision.choices, allow_null=True))
     def get_final_decision(self, result: ScreeningResult):
         return review_summary(result)["final_decision"]
 

@@ -10,14 +10,14 @@ from rest_framework import serializers
 from crystallise.serializers import StrictSerializer
 from screening import reviews
 from screening.evaluation.certification import MAX_SAMPLE, MAX_SEED
-from screening.models import HumanReview, SamplePopulation
+from screening.models import Decision, HumanReview, SamplePopulation
 
 
 class ReviewInSerializer(serializers.Serializer):
     """Documentation of one review (validated in bulk by screening.reviews)."""
 
     paper_id = serializers.CharField()
-    decision = serializers.ChoiceField(choices=["include", "exclude"])
+    decision = serializers.ChoiceField(choices=Decision.choices)
     reviewer = serializers.CharField(min_length=1, max_length=reviews.MAX_REVIEWER_CHARS)
     note = serializers.CharField(required=False, allow_blank=True, max_length=reviews.MAX_NOTE_CHARS)
 

@@ -239,6 +239,8 @@ SPECTACULAR_SETTINGS = {
         }
     },
     "SECURITY": [{"ApiKeyAuth": []}],
+    # include/exclude is one choice set wherever a decision appears (model, human, final).
+    "ENUM_NAME_OVERRIDES": {"DecisionEnum": "screening.models.Decision"},
 }
 
 # --- Crystallise -----------------------------------------------------------
