@@ -1,4 +1,4 @@
-"""Root fixtures: an API client, the OpenAI-compatible fake, and the queue runner."""
+"""Root fixtures: an API client, the OpenAI-compatible fake, the queue runner, and real worker processes."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from tests.fake_openai import FakeConfig, FakeOpenAI
+from tests.workers import Cluster, kill, process_env, start_worker
 
 SERVER_OPENAI_KEY = "sk-server-test-key-0000"
 
@@ -65,3 +66,35 @@ def run_queued_tasks() -> int:
 @pytest.fixture
 def run_queue():
     return run_queued_tasks
+
+
+@pytest.fixture
+def job_worker(fake_openai):
+    """start(job_id, concurrency=4, nice=0, stale_seconds=60): a real worker process running that screening job
+    on the test database against the fake provider (tests/workers.py); killed at teardown if still running."""
+    started = []
+
+    def start(job_id, **options):
+        process = start_worker(job_id, fake_openai, **options)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        kill(process)
+
+
+@pytest.fixture
+def qcluster():
+    """start(database=None, fake=None, **env): a real `manage.py qcluster` (tests.workers.Cluster) on the test
+    database, or the one `database` (a DATABASE_URL) names; stopped at teardown."""
+    clusters = []
+
+    def start(*, database: str | None = None, fake=None, **env):
+        cluster = Cluster(process_env(database=database, fake=fake, **env))
+        clusters.append(cluster)
+        return cluster
+
+    yield start
+    for cluster in clusters:
+        cluster.stop()

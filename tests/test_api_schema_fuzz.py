@@ -1,4 +1,4 @@
-"""Reliability campaign (issue 7): property-based fuzzing of every /v1/ endpoint with schemathesis.
+"""Property-based fuzzing of every /v1/ endpoint with schemathesis.
 
 The service's own OpenAPI schema (served at /v1/schema/) drives the
 generator; requests go through the real WSGI application with a valid key,

@@ -1,4 +1,4 @@
-"""Reliability campaign (issue 7): hand-picked bad input.
+"""Hand-picked bad input.
 
 Each case must answer a clear 4xx in the contract's error shape and store
 nothing half-way (job, paper, record and secret counts unchanged).
@@ -14,10 +14,11 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from crystallise.jobs.models import JobSecret
 from indexer.models import IndexJob, Record
 from screening.models import Paper, ScreeningJob
-from tests.test_screening_restarts import CRITERIA, URL, papers
+from tests.factories import CRITERIA, papers
 
 pytestmark = pytest.mark.django_db
 
+URL = "/v1/screening/jobs"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + bytes(range(256)) * 4
 RIS_OK = "TY  - JOUR\nID  - r1\nTI  - A randomized trial\nAB  - Adults with migraine.\nER  - \n"
 

@@ -1,4 +1,4 @@
-"""Reliability campaign (issue 7): concurrent submissions against a live server over real HTTP."""
+"""Concurrent submissions against a live server over real HTTP."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from django.db import connection
 
 from screening.models import Paper, ScreeningJob
-from tests.test_screening_restarts import CRITERIA, papers
+from tests.factories import CRITERIA, papers
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -152,7 +152,7 @@ def test_metrics_never_show_a_secret(api, fake_openai, run_queue):
 
 @pytest.mark.django_db(transaction=True)
 def test_calls_made_by_a_separate_worker_process_reach_the_web_metrics(api, fake_openai):
-    from tests.test_screening_restarts import database_url
+    from tests.workers import database_url
 
     n = 5
     env = service_env(database_url(), fake_openai.base_url, SERVER_OPENAI_KEY)

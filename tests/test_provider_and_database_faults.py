@@ -1,4 +1,4 @@
-"""Reliability campaign (issue 7): provider and database faults during real jobs.
+"""Provider and database faults during real jobs.
 
 The provider is the OpenAI-compatible fake over real HTTP; jobs run with the
 service's own runner. Every scenario checks the same invariants: the job ends
@@ -8,7 +8,6 @@ error), and the progress counters equal the result rows.
 
 from __future__ import annotations
 
-import signal
 import time
 
 import pytest
@@ -16,9 +15,12 @@ from django.db import connection
 
 from screening.models import ScreeningJob, ScreeningResult
 from screening.services import job_run
-from tests.test_screening_restarts import CRITERIA, URL, make_stale, papers, start_worker, wait_for
+from tests.factories import CRITERIA, papers
+from tests.workers import make_stale, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+URL = "/v1/screening/jobs"
 
 TERMINAL = {"completed", "failed", "cancelled"}
 
@@ -142,27 +144,17 @@ def _terminate_other_backends() -> int:
         return len(cursor.fetchall())
 
 
-def test_database_connection_loss_mid_job_ends_terminal_and_web_keeps_answering(api, fake_openai):
+def test_database_connection_loss_mid_job_ends_terminal_and_web_keeps_answering(api, fake_openai, job_worker):
     if connection.vendor != "postgresql":
         pytest.skip("pg_terminate_backend needs PostgreSQL")
     fake_openai.config.latency = 0.05
     n = 200
     job_id = api.post(URL, {"criteria": CRITERIA, "papers": papers(n)}, format="json").json()["id"]
-    worker = start_worker(job_id, fake_openai, concurrency=4)
-    try:
-        wait_for(lambda: ScreeningResult.objects.filter(job_id=job_id).count() >= 20)
-        killed = _terminate_other_backends()
-        assert killed >= 1
-        try:
-            output, _ = worker.communicate(timeout=60)
-        except Exception:
-            worker.send_signal(signal.SIGKILL)
-            output, _ = worker.communicate()
-            raise
-    finally:
-        if worker.poll() is None:
-            worker.send_signal(signal.SIGKILL)
-            worker.wait()
+    worker = job_worker(job_id, concurrency=4)
+    wait_for(lambda: ScreeningResult.objects.filter(job_id=job_id).count() >= 20, process=worker)
+    killed = _terminate_other_backends()
+    assert killed >= 1
+    output, _ = worker.communicate(timeout=60)
     # The web side: our own connection may have been terminated too; the
     # health check on the next request replaces it.
     assert api.get(f"{URL}/{job_id}").status_code == 200

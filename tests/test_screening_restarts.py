@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from django.db import connection
@@ -18,47 +15,12 @@ from django.utils import timezone
 from crystallise.jobs.models import JobSecret
 from screening.models import ScreeningJob, ScreeningResult
 from screening.services import job_run
-from tests.conftest import SERVER_OPENAI_KEY
-from tests.factories import paper
+from tests.factories import CRITERIA, papers
+from tests.workers import make_stale, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-ROOT = Path(__file__).resolve().parent.parent
 URL = "/v1/screening/jobs"
-CRITERIA = {"inclusion": ["randomized trial", "migraine treatment"], "exclusion": ["children"]}
-
-
-def papers(n: int) -> list[dict]:
-    return [paper(f"p{i}", f"Trial {i} of migraine treatment", "A randomized trial of migraine treatment in adults.")
-            for i in range(n)]
-
-
-def database_url() -> str:
-    s = connection.settings_dict
-    if s["ENGINE"].endswith("sqlite3"):
-        return f"sqlite:///{s['NAME']}"
-    auth = s["USER"] + (f":{s['PASSWORD']}" if s["PASSWORD"] else "")
-    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
-
-
-def start_worker(job_id: str, fake, concurrency: int = 4, nice: int = 0) -> subprocess.Popen:
-    env = {**os.environ, "DATABASE_URL": database_url(), "FAKE_BASE_URL": fake.base_url,
-           "SERVER_KEY": SERVER_OPENAI_KEY, "CONCURRENCY": str(concurrency), "WORKER_NICE": str(nice)}
-    return subprocess.Popen([sys.executable, "-m", "tests.worker_process", job_id], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def wait_for(predicate, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
-
-
-def make_stale(job_id) -> None:
-    ScreeningJob.objects.filter(pk=job_id).update(heartbeat_at=timezone.now() - timedelta(hours=1))
 
 
 def assert_complete_once(job_id, n: int) -> None:
@@ -69,16 +31,14 @@ def assert_complete_once(job_id, n: int) -> None:
     assert job.screened == n and job.included + job.excluded + job.errored == n
 
 
-def test_worker_killed_mid_job_is_resumed_without_duplicates(api, fake_openai):
+def test_worker_killed_mid_job_is_resumed_without_duplicates(api, fake_openai, job_worker):
     fake_openai.config.latency = 0.1
     n = 60
     job_id = api.post(URL, {"criteria": CRITERIA, "papers": papers(n)}, format="json").json()["id"]
-    worker = start_worker(job_id, fake_openai)
-    try:
-        wait_for(lambda: ScreeningResult.objects.filter(job_id=job_id).count() >= 10)
-    finally:
-        worker.send_signal(signal.SIGKILL)
-        worker.wait()
+    worker = job_worker(job_id)
+    wait_for(lambda: ScreeningResult.objects.filter(job_id=job_id).count() >= 10, process=worker)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
     written = ScreeningResult.objects.filter(job_id=job_id).count()
     assert 10 <= written < n
     calls_before = fake_openai.count
@@ -90,17 +50,15 @@ def test_worker_killed_mid_job_is_resumed_without_duplicates(api, fake_openai):
     assert fake_openai.count - calls_before <= (n - written) + 4
 
 
-def test_resume_with_per_request_key_while_its_encrypted_copy_exists(api, fake_openai):
+def test_resume_with_per_request_key_while_its_encrypted_copy_exists(api, fake_openai, job_worker):
     fake_openai.config.latency = 0.1
     secret = "sk-per-request-resume-777777"
     job_id = api.post(URL, {"criteria": CRITERIA, "papers": papers(30)}, format="json",
                       HTTP_X_OPENAI_API_KEY=secret).json()["id"]
-    worker = start_worker(job_id, fake_openai)
-    try:
-        wait_for(lambda: ScreeningResult.objects.filter(job_id=job_id).count() >= 5)
-    finally:
-        worker.send_signal(signal.SIGKILL)
-        worker.wait()
+    worker = job_worker(job_id)
+    wait_for(lambda: ScreeningResult.objects.filter(job_id=job_id).count() >= 5, process=worker)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
     make_stale(job_id)
     assert job_run(job_id=job_id) == "completed"
     assert set(fake_openai.stats["keys_seen"]) == {secret}  # never switched to the server key
@@ -149,11 +107,11 @@ def test_recovery_schedule_enqueues_a_pending_job_that_was_never_enqueued(api, f
     assert_complete_once(str(job.pk), 3)
 
 
-def test_duplicate_delivery_gives_one_result_per_paper(api, fake_openai):
+def test_duplicate_delivery_gives_one_result_per_paper(api, fake_openai, job_worker):
     fake_openai.config.latency = 0.05
     n = 40
     job_id = api.post(URL, {"criteria": CRITERIA, "papers": papers(n)}, format="json").json()["id"]
-    first, second = start_worker(job_id, fake_openai), start_worker(job_id, fake_openai)
+    first, second = job_worker(job_id), job_worker(job_id)
     outputs = [p.communicate(timeout=60)[0] for p in (first, second)]
     statuses = sorted(line.split()[-1] for out in outputs for line in out.splitlines() if line.startswith("STATUS"))
     assert statuses == ["None", "completed"], outputs
@@ -273,11 +231,11 @@ def test_long_preparation_keeps_the_heartbeat_fresh(api, fake_openai, settings):
     assert seen["advanced"]
 
 
-def test_worker_runs_jobs_at_the_configured_lower_cpu_priority(api, fake_openai):
+def test_worker_runs_jobs_at_the_configured_lower_cpu_priority(api, fake_openai, job_worker):
     """CRYSTALLISE_WORKER_NICE: a worker yields the CPU to the web process while it runs a job."""
     job_id = api.post(URL, {"criteria": CRITERIA, "papers": papers(3)}, format="json").json()["id"]
     start = os.nice(0)
-    worker = start_worker(job_id, fake_openai, nice=start + 7)
+    worker = job_worker(job_id, nice=start + 7)
     out, _ = worker.communicate(timeout=60)
     assert "STATUS completed" in out and f"NICE {start + 7}" in out, out
     assert os.nice(0) == start  # the web/test process itself is untouched

@@ -1,4 +1,4 @@
-"""Reliability campaign (issue 7): secrets never leak, every endpoint needs a key, owners are isolated."""
+"""Secrets never leak, every endpoint needs a key, owners are isolated."""
 
 from __future__ import annotations
 
@@ -22,8 +22,10 @@ from indexer.models import IndexJob
 from indexer.services import job_run as index_job_run
 from screening.models import ScreeningJob
 from screening.services import job_run
-from tests.test_screening_restarts import CRITERIA, ROOT, URL, database_url, papers
+from tests.factories import CRITERIA, papers
+from tests.workers import ROOT, database_url, process_env
 
+URL = "/v1/screening/jobs"
 ABSTRACT = ("In this randomized controlled trial 240 adults with episodic migraine received a triptan or "
             "placebo; the primary outcome was pain freedom at two hours, which was higher with the triptan.")
 
@@ -112,8 +114,7 @@ def test_per_request_openai_keys_never_leak(fake_openai, caplog, settings):
     # A real worker process runs a per-request-key job; its output is searched too.
     worker_job = api.post(URL, {"criteria": CRITERIA, "papers": papers(8)}, format="json",
                           HTTP_X_OPENAI_API_KEY=worker_key).json()
-    env = {**os.environ, "DATABASE_URL": database_url(), "FAKE_BASE_URL": fake_openai.base_url, "SERVER_KEY": "",
-           "CONCURRENCY": "4", "CRYSTALLISE_LOG_LEVEL": "DEBUG"}
+    env = process_env(fake=fake_openai, server_key="", CONCURRENCY=4, CRYSTALLISE_LOG_LEVEL="DEBUG")
     worker = subprocess.run([sys.executable, "-m", "tests.worker_process", worker_job["id"]], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=120)
     assert "STATUS completed" in worker.stdout, worker.stdout + worker.stderr

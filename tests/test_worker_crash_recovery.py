@@ -1,4 +1,4 @@
-"""Reliability campaign (issue 7): crashes, duplicate runs and cancel/complete races.
+"""Worker crashes, duplicate runs and cancel/complete races: each paper ends with exactly one result.
 
 Real worker processes (tests/worker_process.py) are SIGKILLed at seeded random
 points of one job and restarted on it, as the recovery schedule would after
@@ -19,9 +19,12 @@ from django.db import connection
 from crystallise.jobs import online
 from screening.models import Paper, ScreeningJob, ScreeningResult
 from screening.services import job_run
-from tests.test_screening_restarts import CRITERIA, URL, make_stale, papers, start_worker, wait_for
+from tests.factories import CRITERIA, papers
+from tests.workers import make_stale, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+URL = "/v1/screening/jobs"
 
 KILLS = 12
 CONCURRENCY = 4
@@ -35,7 +38,7 @@ def _paper_of(request: dict) -> str | None:
     return None
 
 
-def test_worker_sigkilled_a_dozen_times_finishes_once_per_paper(api, fake_openai):
+def test_worker_sigkilled_a_dozen_times_finishes_once_per_paper(api, fake_openai, job_worker):
     rng = random.Random(20261129)
     latency = 0.2
     fake_openai.config.latency = latency
@@ -44,7 +47,7 @@ def test_worker_sigkilled_a_dozen_times_finishes_once_per_paper(api, fake_openai
     kills = 0
     written_at_kill = []
     for attempt in range(KILLS):
-        worker = start_worker(job_id, fake_openai, concurrency=CONCURRENCY)
+        worker = job_worker(job_id, concurrency=CONCURRENCY)
         if attempt % 4 == 3:
             # Some kills land during start-up (Django set-up, claim, clustering).
             time.sleep(rng.uniform(0.0, 1.0))
@@ -62,7 +65,7 @@ def test_worker_sigkilled_a_dozen_times_finishes_once_per_paper(api, fake_openai
         written_at_kill.append(ScreeningResult.objects.filter(job_id=job_id).count())
         make_stale(job_id)  # what CRYSTALLISE_JOB_STALE_SECONDS + recover_jobs would do
     assert kills >= 10, f"the job finished after {kills} kills; raise n or shorten the delays"
-    worker = start_worker(job_id, fake_openai, concurrency=CONCURRENCY)
+    worker = job_worker(job_id, concurrency=CONCURRENCY)
     output = worker.communicate(timeout=120)[0]
     job = ScreeningJob.objects.get(pk=job_id)
     assert "STATUS completed" in output, (output, job.status, job.error_category, job.error_message)

@@ -1,6 +1,6 @@
 """A real worker process for crash tests: runs one job with the service's own code.
 
-python -m tests.worker_process JOB_ID   (env: DATABASE_URL, FAKE_BASE_URL, SERVER_KEY, CONCURRENCY, WORKER_NICE)
+python -m tests.worker_process JOB_ID   (env: tests.workers.process_env(), CONCURRENCY, STALE_SECONDS, WORKER_NICE)
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ def main() -> None:
     from django.conf import settings
 
     django.setup()
-    settings.CRYSTALLISE_OPENAI_BASE_URL = os.environ["FAKE_BASE_URL"]
-    settings.CRYSTALLISE_OPENAI_API_KEY = os.environ.get("SERVER_KEY", "")
     settings.CRYSTALLISE_LLM_CONCURRENCY = int(os.environ.get("CONCURRENCY", "4"))
     settings.CRYSTALLISE_JOB_STALE_SECONDS = int(os.environ.get("STALE_SECONDS", "60"))
     settings.CRYSTALLISE_WORKER_NICE = int(os.environ.get("WORKER_NICE", "0"))

@@ -13,8 +13,9 @@ from .base import DATABASES  # noqa: E402
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 CRYSTALLISE_API_KEYS = []
-CRYSTALLISE_OPENAI_API_KEY = ""
-CRYSTALLISE_OPENAI_BASE_URL = None
+# Worker processes a test starts (tests/workers.py) reach its fake OpenAI server through these.
+CRYSTALLISE_OPENAI_API_KEY = os.environ.get("CRYSTALLISE_TEST_OPENAI_API_KEY", "")
+CRYSTALLISE_OPENAI_BASE_URL = os.environ.get("CRYSTALLISE_TEST_OPENAI_BASE_URL") or None
 CRYSTALLISE_LLM_BACKEND = "openai"
 CRYSTALLISE_LLM_BACKOFF = 0.01
 CRYSTALLISE_CALLBACK_BACKOFF = 0.01
