@@ -154,3 +154,24 @@ def admin_lockout_response(request, original_response=None, credentials=None) ->
     response = HttpResponse(body, status=429, content_type="text/html; charset=utf-8")
     response["Retry-After"] = str(minutes * 60)
     return response
+
+
+# --- OpenAPI -------------------------------------------------------------------
+
+
+def document_refusals(result: dict, generator, request, public) -> dict:
+    """drf-spectacular postprocessing hook: every operation that takes a service key can answer 429 (a limit
+    above) and 503 (the database is unavailable), both in the error shape."""
+    error = {"$ref": "#/components/schemas/Error"}
+    described = {
+        "429": "A per-key limit was reached (rate_limit); wait Retry-After seconds.",
+        "503": "The database is temporarily unavailable (internal); retry after Retry-After seconds.",
+    }
+    for path in result.get("paths", {}).values():
+        for operation in path.values():
+            if not isinstance(operation, dict) or operation.get("security") == [{}]:
+                continue
+            responses = operation.setdefault("responses", {})
+            for code, text in described.items():
+                responses.setdefault(code, {"content": {"application/json": {"schema": error}}, "description": text})
+    return result

@@ -188,3 +188,13 @@ def test_a_successful_login_resets_the_failure_count(operator):
 def test_logins_without_a_request_are_not_throttled(operator):
     # The shell and test clients authenticate without a web request: nothing to lock out.
     assert Client().login(username="ops", password="right-password-123")
+
+
+def test_the_schema_documents_429_and_503_on_every_keyed_operation():
+    schema = APIClient().get("/v1/schema/", HTTP_ACCEPT="application/json").json()
+    operations = [op for path in schema["paths"].values() for op in path.values() if isinstance(op, dict)]
+    assert operations
+    for operation in operations:
+        for code in ("429", "503"):
+            content = operation["responses"][code]["content"]["application/json"]["schema"]
+            assert content == {"$ref": "#/components/schemas/Error"}

@@ -241,6 +241,9 @@ SPECTACULAR_SETTINGS = {
     "SECURITY": [{"ApiKeyAuth": []}],
     # include/exclude is one choice set wherever a decision appears (model, human, final).
     "ENUM_NAME_OVERRIDES": {"DecisionEnum": "screening.models.Decision"},
+    # 429 (per-key limits) and 503 (database unavailable) on every keyed operation (crystallise.throttling).
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
+                             "crystallise.throttling.document_refusals"],
 }
 
 # --- Crystallise -----------------------------------------------------------
