@@ -147,3 +147,62 @@ def test_the_rules_table():
     assert decide("include", "exclude", "both_include") == "exclude"
     assert decide("include", "include", "both_include") == "include"
     assert decide("exclude", None, "any_include") == "exclude"  # no second answer: the first stands
+
+
+# --- policy replay ------------------------------------------------------------------
+HUMAN_INCLUDES = {"p2", "p3", "p4", "p6"}
+
+
+def exact_interval(x: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Clopper–Pearson from the beta quantiles (independent of the service's binomtest)."""
+    from scipy.stats import beta
+
+    alpha = 1 - confidence
+    low = 0.0 if x == 0 else beta.ppf(alpha / 2, x, n - x + 1)
+    high = 1.0 if x == n else beta.ppf(1 - alpha / 2, x + 1, n - x)
+    return low, high
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_evaluation_replays_each_policy_on_the_reviewed_papers(api, fake, run_queue):
+    job, _ = run(api, run_queue, apply_to="excluded", rule="any_include")
+    calls = fake.count
+    reviews = [{"paper_id": p["id"], "decision": "include" if p["id"] in HUMAN_INCLUDES else "exclude",
+                "reviewer": "ana"} for p in PAPERS]
+    assert api.post(f"{URL}/{job['id']}/reviews", {"reviews": reviews}, format="json").status_code == 200
+    evaluation = api.get(f"{URL}/{job['id']}/evaluation").json()
+    assert fake.count == calls  # a replay makes no call
+    policies = {row["policy"]: row for row in evaluation["policies"]}
+    # Known answers: first includes p0-p3; second (asked p4-p9) includes p4, p5; humans include p2, p3, p4, p6.
+    expected = {
+        "first_model": ({"tp": 2, "fp": 2, "fn": 2, "tn": 4}, 10),
+        "second_model": ({"tp": 1, "fp": 1, "fn": 1, "tn": 3}, 6),
+        "any_include": ({"tp": 3, "fp": 3, "fn": 1, "tn": 3}, 10),
+        "both_include": ({"tp": 2, "fp": 2, "fn": 2, "tn": 4}, 10),
+    }
+    for name, (matrix, n) in expected.items():
+        row = policies[name]
+        assert row["confusion_matrix"] == matrix and row["evaluated"] == n, name
+        tp, fn = matrix["tp"], matrix["fn"]
+        low, high = exact_interval(tp, tp + fn)
+        assert row["recall"]["estimate"] == pytest.approx(tp / (tp + fn))
+        assert (row["recall"]["lower"], row["recall"]["upper"]) == (pytest.approx(low), pytest.approx(high))
+        assert row["specificity"]["estimate"] == pytest.approx(matrix["tn"] / (matrix["tn"] + matrix["fp"]))
+        assert row["left_for_humans_share"] == pytest.approx((matrix["tp"] + matrix["fp"]) / n)
+    split = job["usage_by_model"]
+    first_per_1000 = split[FIRST]["cost_usd"] / 10 * 1000
+    second_per_1000 = split[SECOND]["cost_usd"] / 6 * 1000
+    assert policies["first_model"]["cost_per_1000_usd"] == pytest.approx(first_per_1000, rel=1e-4)
+    assert policies["second_model"]["cost_per_1000_usd"] == pytest.approx(second_per_1000, rel=1e-4)
+    assert policies["any_include"]["cost_per_1000_usd"] == pytest.approx(first_per_1000 + second_per_1000 * 0.6,
+                                                                         rel=1e-4)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_without_a_second_opinion_only_the_first_models_policies_are_replayed(api, fake, run_queue):
+    job, _ = run(api, run_queue)
+    reviews = [{"paper_id": p["id"], "decision": "include" if p["id"] in HUMAN_INCLUDES else "exclude",
+                "reviewer": "ana"} for p in PAPERS]
+    api.post(f"{URL}/{job['id']}/reviews", {"reviews": reviews}, format="json")
+    names = [row["policy"] for row in api.get(f"{URL}/{job['id']}/evaluation").json()["policies"]]
+    assert names[0] == "first_model" and "any_include" not in names and "second_model" not in names

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from django.db.models import Count, F, Q
 
 from screening import prompts
-from screening.evaluation import stats
+from screening.evaluation import policies, stats
 from screening.models import ScreeningJob, ScreeningResult
 
 WSS_RECALL = 0.95
@@ -190,4 +190,5 @@ def evaluate(job: ScreeningJob, *, target_recall: float, confidence: float) -> d
         },
         "criteria": criteria,
         "missed_by_cluster_filter": filtered_misses,
+        "policies": policies.replay(job, recommended=recommended, confidence=confidence),
     }

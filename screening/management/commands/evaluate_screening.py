@@ -18,8 +18,10 @@ from crystallise.management import concurrency, writable
 from crystallise.serializers import validated
 from screening.evaluation import labels as label_files
 from screening.evaluation import metrics, report
+from screening.evaluation.policies import policy_table
 from screening.models import ScreeningJob
 from screening.reviews import MAX_REVIEWS, reviews_record
+from screening.second_opinion import add_second_opinion_arguments, second_opinion_argument
 from screening.serializers import MAX_PAPERS, ScreeningJobCreateSerializer
 from screening.services import job_create, job_run
 
@@ -51,6 +53,7 @@ class Command(BaseCommand):
         parser.add_argument("--max-cost", default=None, help="max_estimated_cost_usd: refuse or stop the job above it")
         parser.add_argument("--concurrency", type=concurrency, default=None,
                             help="Concurrent LLM calls, 1-1024 (default: CRYSTALLISE_LLM_CONCURRENCY).")
+        add_second_opinion_arguments(parser)
 
     def handle(self, file, labels, criteria, model, threshold, out, target_recall, confidence, max_cost, concurrency,
                **options):
@@ -65,7 +68,8 @@ class Command(BaseCommand):
             gold = label_files.decisions(label_files.read_labels(data, filename=path.name, column=labels), papers,
                                          column=labels)
             body = {"model": model, "criteria": json.loads(Path(criteria).read_text()), "threshold": threshold,
-                    "max_estimated_cost_usd": max_cost, "papers": papers}
+                    "max_estimated_cost_usd": max_cost, "papers": papers,
+                    "second_opinion": second_opinion_argument(options)}
             # The API's own validation, as `screen` does.
             job, _ = job_create(caller=COMMAND_LINE, enqueue=False, **validated(ScreeningJobCreateSerializer(data=body)))
         except CrystalliseError as exc:
@@ -137,5 +141,7 @@ class Command(BaseCommand):
                else f"; recall if those are checked: {flagged['recall_if_checked']['estimate']:.3f}"),
             f"Cost: ${m['cost_usd']:.6f} ({m['usage']['input_tokens']} input / {m['usage']['output_tokens']} output "
             f"tokens). Wall time: {result['screening_seconds']:.1f} s screening, {result['wall_seconds']:.1f} s in all.",
+            "Policies replayed on the labelled papers:",
+            policy_table(e["policies"], level),
         ]
         return "\n".join(lines)
