@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from crystallise.llm.backends import get_backend
 from screening import prompts
 from screening.evaluation.certification import sample_status
 from screening.models import HumanReview, ScreeningJob, ScreeningResult
@@ -60,6 +61,7 @@ def methods(job: ScreeningJob) -> dict:
         "exclusion": job.exclusion,
         "threshold": job.threshold,
         "clusters": job.clusters_config,
+        "second_opinion": job.second_opinion,
         "cost_usd": float(job.cost_usd),
         "usage": job.usage_dict(),
         "reviewers": HumanReview.objects.filter(job=job).values("reviewer").distinct().count(),
@@ -119,10 +121,21 @@ def _validation_sentence(sample: dict, confidence: float) -> str:
             f"{_pct(sample['target_recall'], 0)}.")
 
 
+def _second_opinion_sentence(m: dict) -> str:
+    second = m.get("second_opinion")
+    if not second:
+        return ""
+    which = {"excluded": "the records the first model excluded", "needs_review": "the records it flagged for review",
+             "all": "every record"}[second["apply_to"]]
+    rule = {"any_include": "a record was included when either model included it",
+            "both_include": "a record was included only when both models included it"}[second["rule"]]
+    return f"A second model, {second['model']}, judged {which} against the same criteria; {rule}. "
+
+
 def methods_text(report: dict) -> str:
     m, p = report["methods"], report["prisma"]
     model = m["model_reported"] or f"{m['model_requested']} (the provider reported no model name)"
-    if m["llm_backend"] == "mock":
+    if get_backend(m["llm_backend"]).offline:
         model = f"the offline mock backend standing in for {m['model_requested']} (no language model was called)"
     text = (
         f"Titles and abstracts of {p['records']} records were screened with {m['service']} {m['service_version']} "
@@ -130,7 +143,8 @@ def methods_text(report: dict) -> str:
         f"{_date(m['run_finished_at'])}. Each record was judged against {len(m['inclusion'])} inclusion and "
         f"{len(m['exclusion'])} exclusion criteria with one fixed prompt (SHA-256 {m['prompt_sha256']}); a record "
         f"was included when its score (mean over inclusion criteria of met = 1, unclear = 0.5, not met = 0; 0 "
-        f"when an exclusion criterion was met) reached {m['threshold']:g}. The run cost US${m['cost_usd']:.2f}. "
+        f"when an exclusion criterion was met) reached {m['threshold']:g}. {_second_opinion_sentence(m)}"
+        f"The run cost US${m['cost_usd']:.2f}. "
         f"{m['reviewers']} human reviewer(s) recorded decisions; they overturned {p['overturned_exclude_to_include']} "
         f"of the model's exclusions and {p['overturned_include_to_exclude']} of its inclusions."
     )
