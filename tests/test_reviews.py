@@ -5,12 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import threading
 
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from screening.models import HumanReview, ReviewState, ScreeningResult
+from screening.models import HumanReview, ReviewState, ScreeningResult, ValidationSampleItem
 from tests.trust_support import URL, post_reviews, review, screened
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -234,8 +235,36 @@ def test_result_pages_with_reviews_take_the_same_queries_at_any_size(api, run_qu
     assert page_queries(3) == page_queries(40)
 
 
-def test_deleting_a_reviewed_job_removes_its_reviews(api, job):
+def test_deleting_a_reviewed_job_removes_its_reviews_and_samples(api, job):
     post_reviews(api, job["id"], [review("p1", "exclude"), review("p1", "include", "bob")])
+    assert api.post(f"{URL}/{job['id']}/validation-samples", {"size": 2}, format="json").status_code == 201
     assert api.delete(f"{URL}/{job['id']}").status_code == 204
     assert not HumanReview.objects.exists() and not ReviewState.objects.exists()
-    assert not ScreeningResult.objects.exists()
+    assert not ScreeningResult.objects.exists() and not ValidationSampleItem.objects.exists()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="concurrent writers need PostgreSQL")
+def test_concurrent_calls_on_the_same_papers_lose_no_decision(job):
+    from rest_framework.test import APIClient
+
+    barrier = threading.Barrier(4)
+    codes = []
+
+    def post(reviewer, decision):
+        client = APIClient()
+        client.credentials(HTTP_X_API_KEY="test-service-key")
+        barrier.wait()
+        codes.append(post_reviews(client, job["id"], [review(p, decision, reviewer) for p in ("p1", "p2", "p3")])
+                     .status_code)
+        connection.close()
+
+    threads = [threading.Thread(target=post, args=args)
+               for args in (("alice", "include"), ("bob", "include"), ("carol", "exclude"), ("dan", "include"))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert codes == [200] * 4
+    for state in ReviewState.objects.filter(job_id=job["id"]):
+        assert set(state.reviewers) == {"alice", "bob", "carol", "dan"} and state.conflict is True
+    assert HumanReview.objects.filter(job_id=job["id"]).count() == 12
