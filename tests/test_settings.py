@@ -64,5 +64,5 @@ def test_gunicorn_refuses_a_bad_value_in_one_line_before_starting_workers():
     result = subprocess.run([str(gunicorn), "crystallise_site.wsgi", "--bind", "127.0.0.1:0"], cwd=ROOT, env=clean,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1] == "Configuration error: CRYSTALLISE_LLM_BACKEND must be 'openai' or 'mock'."
+    assert result.stderr.strip().splitlines()[-1] == "Configuration error: CRYSTALLISE_LLM_BACKEND must be one of 'openai', 'mock'."
     assert "Traceback" not in result.stderr and "Booting worker" not in result.stderr
