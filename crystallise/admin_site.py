@@ -86,7 +86,8 @@ def costs_csv(report: SpendReport) -> HttpResponse:
     response["Content-Disposition"] = f'attachment; filename="crystallise-costs-{report.start}-{report.end}.csv"'
     writer = csv.writer(response)
     writer.writerow(["group", "value", "jobs", "estimated_cost_usd", "cost_usd"])
-    for group, rows in (("day", report.by_day), ("model", report.by_model), ("api_key", report.by_key)):
+    for group, rows in (("day", report.by_day), ("model", report.by_model), ("lane", report.by_lane),
+                        ("api_key", report.by_key)):
         for row in rows:
             writer.writerow([group, row.label, row.jobs, f"{row.estimated_usd:.6f}", f"{row.actual_usd:.6f}"])
     return response

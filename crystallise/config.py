@@ -54,6 +54,35 @@ DEFAULT_PRICING_PER_1M: dict[str, dict[str, Decimal]] = {
 }
 
 
+# The lanes a call can be billed in: "default" (online, the table above), "batch" (the Batch API)
+# and "flex" (online with service_tier="flex"). Batch and flex bill at half the default price;
+# flex exists only for the models listed here.
+TIERS = ("default", "batch", "flex")
+_HALF = Decimal("0.5")
+TIER_PRICING_PER_1M: dict[str, dict[str, dict[str, Decimal]]] = {
+    "default": DEFAULT_PRICING_PER_1M,
+    "batch": {model: {k: v * _HALF for k, v in price.items()} for model, price in DEFAULT_PRICING_PER_1M.items()},
+    "flex": {model: {k: v * _HALF for k, v in DEFAULT_PRICING_PER_1M[model].items()}
+             for model in ("gpt-5-nano", "gpt-5-mini", "gpt-5")},
+}
+
+# Tokens an account may have waiting in batches per model (the provider's "enqueued token" cap,
+# tier 1 figures); a batch over it fails at validation. CRYSTALLISE_BATCH_ENQUEUED_TOKENS overrides.
+BATCH_ENQUEUED_TOKEN_LIMIT: dict[str, int] = {
+    "gpt-5-nano": 2_000_000, "gpt-5-mini": 2_000_000, "gpt-5": 900_000, "gpt-4.1-nano": 2_000_000,
+    "gpt-4.1-mini": 2_000_000, "gpt-4o-mini": 2_000_000, "gpt-3.5-turbo": 2_000_000,
+}
+
+
+def tier_price(model: str, tier: str = "default") -> dict[str, Decimal]:
+    """USD per 1M tokens of `model` billed in `tier`; a tier without a price for the model bills as default."""
+    return TIER_PRICING_PER_1M.get(tier, {}).get(model) or DEFAULT_PRICING_PER_1M[model]
+
+
+def supports_flex(model: str) -> bool:
+    return model in TIER_PRICING_PER_1M["flex"]
+
+
 def validate_model(model: str | None, *, requires: tuple[str, ...] = (STRUCTURED_OUTPUTS,)) -> str:
     """Return the model name if it is qualified and has `requires`; else a `validation` error."""
     name = model or DEFAULT_MODEL
@@ -71,3 +100,19 @@ def validate_model(model: str | None, *, requires: tuple[str, ...] = (STRUCTURED
             errors={"model": [f"Model {name!r} does not support {', '.join(missing)}."]},
         )
     return name
+
+
+def validate_lane(*, model: str | None, mode: str, service_tier: str, fallback: str) -> str:
+    """Check a job's lane options together; returns the tier its calls bill at. A `validation` error otherwise."""
+    name = model or DEFAULT_MODEL
+    if mode == "batch" and service_tier == "flex":
+        raise ValidationError("service_tier 'flex' is for online jobs; batch jobs are billed at the batch price.",
+                              errors={"service_tier": ["Use 'flex' with mode 'online' only."]})
+    if fallback == "online" and mode != "batch":
+        raise ValidationError("fallback 'online' applies to batch jobs only.",
+                              errors={"fallback": ["Use fallback with mode 'batch' only."]})
+    if service_tier == "flex" and not supports_flex(name):
+        usable = ", ".join(sorted(TIER_PRICING_PER_1M["flex"]))
+        raise ValidationError(f"Model {name!r} has no flex tier. Flex models: {usable}.",
+                              errors={"service_tier": [f"Model {name!r} does not support 'flex'."]})
+    return "batch" if mode == "batch" else service_tier

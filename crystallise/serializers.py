@@ -166,6 +166,26 @@ class ReadOnlySerializer(serializers.Serializer):
         return plan
 
 
+class LaneInSerializer(serializers.Serializer):
+    """How a new job's items reach the provider (docs/api-reference.md#lanes); mixed into the create serializers."""
+
+    mode = serializers.ChoiceField(choices=["online", "batch"], default="online",
+                                   help_text="online: one call per item now; batch: the Batch API, at half price, "
+                                   "within 24 hours.")
+    fallback = serializers.ChoiceField(choices=["none", "online"], default="none",
+                                       help_text="Batch jobs: where items the batches could not answer go.")
+    service_tier = serializers.ChoiceField(choices=["default", "flex"], default="default",
+                                           help_text="Online jobs: 'flex' bills at half price and may be slower.")
+
+
+class BatchOutSerializer(serializers.Serializer):
+    id = serializers.CharField(allow_null=True)
+    status = serializers.CharField()
+    round = serializers.IntegerField()
+    request_counts = serializers.DictField(child=serializers.IntegerField())
+    error = serializers.CharField(allow_null=True)
+
+
 class JobSerializer(ReadOnlySerializer):
     """What every kind of job shows (the fields of `BaseJob`); an app adds its own and `RESULTS_ROUTE`."""
 
@@ -185,11 +205,25 @@ class JobSerializer(ReadOnlySerializer):
     max_estimated_cost_usd = CostField(allow_null=True)
     usage = serializers.SerializerMethodField()
     cost_usd = CostField()
+    mode = serializers.CharField(read_only=True)
+    service_tier = serializers.CharField(read_only=True)
+    fallback = serializers.SerializerMethodField()
+    batches = serializers.SerializerMethodField()
     results_url = serializers.SerializerMethodField()
 
     @extend_schema_field(UsageSerializer)
     def get_usage(self, job) -> dict:
         return job.usage_dict()
+
+    @extend_schema_field(serializers.ChoiceField(choices=["none", "online"]))
+    def get_fallback(self, job) -> str:
+        return job.fallback or "none"
+
+    @extend_schema_field(BatchOutSerializer(many=True))
+    def get_batches(self, job) -> list[dict]:
+        from crystallise.jobs.batch.book import public
+
+        return [public(entry) for entry in job.batches or ()]
 
     def get_results_url(self, job) -> str:
         path = reverse(self.RESULTS_ROUTE, args=[job.pk])

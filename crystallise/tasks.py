@@ -9,3 +9,10 @@ def recover_jobs() -> dict:
     from crystallise.jobs.models import BaseJob
 
     return {model.__name__: recover(model=model) for model in BaseJob.__subclasses__()}
+
+
+def poll_batches() -> dict:
+    """Advance every batch-mode job waiting on the provider: poll its batches, collect, resubmit, conclude."""
+    from crystallise.jobs.batch.poll import poll_all
+
+    return poll_all()

@@ -18,7 +18,7 @@ from importlib import resources
 
 import tiktoken
 
-from crystallise.config import DEFAULT_PRICING_PER_1M
+from crystallise.config import tier_price
 
 _O200K_URL = "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken"
 # Chat formatting overhead per message and per reply, as OpenAI documents it.
@@ -78,9 +78,9 @@ class Usage:
         return asdict(self)
 
 
-def cost_usd(model: str, usage: Usage) -> Decimal:
-    """Actual cost of `usage`: cached input at the cached rate, the rest at full rate."""
-    price = DEFAULT_PRICING_PER_1M[model]
+def cost_usd(model: str, usage: Usage, tier: str = "default") -> Decimal:
+    """Actual cost of `usage` billed in `tier` (default, batch, flex): cached input at the cached rate, the rest at full rate."""
+    price = tier_price(model, tier)
     cached = min(usage.cached_input_tokens, usage.input_tokens)
     total = (
         Decimal(usage.input_tokens - cached) * price["input"]
@@ -90,6 +90,6 @@ def cost_usd(model: str, usage: Usage) -> Decimal:
     return total.quantize(_MICRO, rounding=ROUND_HALF_UP)
 
 
-def estimate_cost_usd(model: str, *, input_tokens: int, output_tokens: int) -> Decimal:
-    """Up-front estimate: every input token at the full rate (no cache assumed) plus the output budget."""
-    return cost_usd(model, Usage(input_tokens=input_tokens, output_tokens=output_tokens))
+def estimate_cost_usd(model: str, *, input_tokens: int, output_tokens: int, tier: str = "default") -> Decimal:
+    """Up-front estimate: every input token at the full rate of `tier` (no cache assumed) plus the output budget."""
+    return cost_usd(model, Usage(input_tokens=input_tokens, output_tokens=output_tokens), tier)

@@ -15,6 +15,8 @@ def all_fields() -> list[str]:
 
 class IndexJob(BaseJob):
     RUN_TASK = "indexer.tasks.run_index_job"
+    # The job kind the batch lane's scheduled polls run it with.
+    KIND = "indexer.services.IndexKind"
 
     fields = models.JSONField(default=all_fields)
     # Where the job came from: "api" or the file name given to `index_records`.

@@ -9,6 +9,7 @@ from crystallise.serializers import (
     ItemInSerializer,
     ItemListField,
     JobSerializer,
+    LaneInSerializer,
     StrictSerializer,
     UsageSerializer,
     json_text,
@@ -72,7 +73,7 @@ class IndexRunInSerializer(_CommonIn):
     )
 
 
-class IndexJobCreateSerializer(_CommonIn):
+class IndexJobCreateSerializer(_CommonIn, LaneInSerializer):
     records = RecordsField(required=False, max_items=MAX_JOB_RECORDS)
     records_file = serializers.FileField(required=False, help_text="CSV, RIS or JSONL file (multipart).")
 

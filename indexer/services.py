@@ -20,14 +20,14 @@ from django.db import transaction
 from django.db.models import Count, Q
 
 from crystallise.auth import Caller
-from crystallise.config import model_capabilities
+from crystallise.config import model_capabilities, validate_lane
 from crystallise.errors import Category, LLMError
 from crystallise.jobs import lifecycle
 from crystallise.jobs.runner import OnlineKind, Outcome, run_job
 from crystallise.keyvault import SOURCE_REQUEST, ResolvedKey
 from crystallise.llm import make_client
 from crystallise.llm.backends import get_backend
-from crystallise.llm.base import CallOptions
+from crystallise.llm.base import CallOptions, LLMResult
 from crystallise.preflight import Preflight, preflight
 from crystallise.tokens import Usage, count_message_tokens, estimate_cost_usd, get_encoding
 from indexer import prompts
@@ -52,7 +52,7 @@ def call_options(*, model: str, fields: list[str], cache_key: str | None = None)
     )
 
 
-def estimate_index_cost(*, model: str, fields: list[str], records: list[dict]) -> Decimal:
+def estimate_index_cost(*, model: str, fields: list[str], records: list[dict], tier: str = "default") -> Decimal:
     """Real token counts of the prompts that will be sent (prechecked records send none) plus the output budget."""
     texts = []
     for record in records:
@@ -62,14 +62,14 @@ def estimate_index_cost(*, model: str, fields: list[str], records: list[dict]) -
     fixed = count_message_tokens(prompts.messages_for("", "")[:1] + [{"role": "user", "content": ""}])
     variable = sum(len(t) for t in get_encoding().encode_ordinary_batch(texts)) if texts else 0
     return estimate_cost_usd(model, input_tokens=fixed * len(texts) + variable,
-                             output_tokens=output_budget(fields) * len(texts))
+                             output_tokens=output_budget(fields) * len(texts), tier=tier)
 
 
 def _preflight(*, caller: Caller | None, model: str | None, records: list[dict], fields: list[str],
-               cap: Decimal | None, request_openai_key: str | None) -> Preflight:
+               cap: Decimal | None, request_openai_key: str | None, tier: str = "default") -> Preflight:
     return preflight(
         caller=caller, model=model, request_openai_key=request_openai_key, cap=cap,
-        estimate=lambda m: estimate_index_cost(model=m, fields=fields, records=records),
+        estimate=lambda m: estimate_index_cost(model=m, fields=fields, records=records, tier=tier),
         advice="Raise the cap, index fewer records, request fewer fields, or pick a cheaper model.",
     )
 
@@ -173,11 +173,15 @@ def job_create(
     owner: str | None = None,
     idempotency_key: str | None = None,
     source: str = "api",
+    mode: str = "online",
+    fallback: str = "none",
+    service_tier: str = "default",
     enqueue: bool = True,
 ) -> IndexJob:
     """Validate, estimate and store an index job; enqueue it for a worker unless `enqueue` is False (the CLI)."""
+    tier = validate_lane(model=model, mode=mode, service_tier=service_tier, fallback=fallback)
     checked = _preflight(caller=caller, model=model, records=records, fields=fields, cap=max_estimated_cost_usd,
-                         request_openai_key=request_openai_key)
+                         request_openai_key=request_openai_key, tier=tier)
     resolved, estimate = checked.key, checked.estimate
     job = IndexJob(
         model=checked.model, llm_backend=checked.backend.name, openai_key_source=resolved.source,
@@ -185,6 +189,7 @@ def job_create(
         api_key_id=caller.api_key_id if caller else None, api_key_label=caller.label if caller else "",
         owner=owner or caller.fingerprint, idempotency_key=idempotency_key, fields=list(fields), source=source[:500],
         total=len(records), estimated_cost_usd=estimate, max_estimated_cost_usd=max_estimated_cost_usd,
+        mode=mode, fallback="" if fallback == "none" else fallback, service_tier=service_tier,
     )
     with transaction.atomic():
         job.save(force_insert=True)
@@ -215,6 +220,7 @@ def job_resubmit(*, job: IndexJob) -> IndexJob:
     return job_create(
         caller=original_caller(job), model=job.model, records=records, fields=list(job.fields),
         max_estimated_cost_usd=job.max_estimated_cost_usd, source=job.source,
+        mode=job.mode, fallback=job.fallback or "none", service_tier=job.service_tier,
     )
 
 
@@ -248,6 +254,7 @@ class IndexKind(OnlineKind):
         if job.attempts > 1:
             recount(job)
         self.options = call_options(model=job.model, fields=job.fields, cache_key=f"crystallise-indexer-{job.pk}")
+        self.options.service_tier = "flex" if job.service_tier == "flex" else None
 
     def pending_items(self, job: IndexJob, after: int, limit: int):
         return list(
@@ -259,12 +266,39 @@ class IndexKind(OnlineKind):
     def item_position(self, item: Record) -> int:
         return item.position
 
+    def items_at(self, job: IndexJob, positions: list[int]):
+        """The records at `positions` that have no result yet (the batch lane's collecting)."""
+        return list(Record.objects.filter(job=job, position__in=positions, result__isnull=True)
+                    .only("id", "position", "record_id", "title", "abstract"))
+
+    def request(self, job: IndexJob, record: Record) -> tuple[list[dict], CallOptions] | Outcome:
+        """The call that indexes `record`, or its outcome when the precheck decides it without one."""
+        status, error, cleaned = precheck(record.abstract)
+        if status != Status.OK:
+            return self._outcome(job, record, Indexed(status, error, backend=job.llm_backend))
+        return prompts.messages_for(record.title, cleaned), self.options
+
+    def outcome(self, job: IndexJob, record: Record, answer: LLMResult | LLMError) -> Outcome:
+        """The record's result from the provider's answer, or from the error that stands instead of one."""
+        if isinstance(answer, LLMError):
+            indexed = Indexed(Status.LLM_ERROR, answer.detail, category=answer.category,
+                              usage=getattr(answer, "usage", None) or Usage(), backend=job.llm_backend)
+        else:
+            indexed = Indexed(Status.OK, fields=answer.parsed.model_dump(), usage=answer.usage, backend=answer.backend)
+        return self._outcome(job, record, indexed, tier=getattr(answer, "tier", None))
+
     async def process(self, client, job: IndexJob, record: Record) -> Outcome:
+        request = self.request(job, record)
+        if isinstance(request, Outcome):
+            return request
+        messages, options = request
         try:
-            indexed = await record_index(client, self.options, title=record.title, abstract=record.abstract)
+            answer = await client.complete(messages, options)
         except LLMError as exc:
-            indexed = Indexed(Status.LLM_ERROR, exc.detail, category=exc.category,
-                              usage=getattr(exc, "usage", None) or Usage(), backend=client.backend)
+            return self.outcome(job, record, exc)
+        return self.outcome(job, record, answer)
+
+    def _outcome(self, job: IndexJob, record: Record, indexed: Indexed, tier: str | None = None) -> Outcome:
         usage = indexed.usage or Usage()
         row = IndexResult(
             job_id=job.pk, record_id=record.pk, position=record.position, indexing_status=indexed.status,
@@ -275,7 +309,7 @@ class IndexKind(OnlineKind):
         ok = indexed.status == Status.OK
         outcome = Outcome(row=row, usage=usage, counters={"processed": 1, "ok": int(ok), "errored": int(not ok)},
                           error_category=indexed.category, error_message=indexed.error if indexed.category else None,
-                          fatal=indexed.category == Category.AUTH)
+                          fatal=indexed.category == Category.AUTH, tier=tier)
         if self.on_outcome is not None:
             self.on_outcome(outcome)
         return outcome

@@ -98,6 +98,7 @@ class JobListCreate(APIView):
         job = job_create(
             caller=request.user, model=data["model"], records=records, fields=data["fields"],
             max_estimated_cost_usd=data.get("max_estimated_cost_usd"), request_openai_key=request_openai_key(request),
+            mode=data["mode"], fallback=data["fallback"], service_tier=data["service_tier"],
         )
         body = IndexJobSerializer(job, context={"request": request}).data
         headers = {"Location": body["results_url"].rsplit("/results", 1)[0], "Retry-After": "2"}

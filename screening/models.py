@@ -16,6 +16,8 @@ class CallbackStatus(models.TextChoices):
 
 class ScreeningJob(BaseJob):
     RUN_TASK = "screening.tasks.run_screening_job"
+    # The job kind the batch lane's scheduled polls run it with.
+    KIND = "screening.services.ScreeningKind"
     POLL_DEFERRED = ("cluster_assignments",)
 
     criteria = models.JSONField()

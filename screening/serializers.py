@@ -4,7 +4,15 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from crystallise.formats import item_error
-from crystallise.serializers import ItemInSerializer, ItemListField, JobSerializer, NumberField, StrictSerializer, json_text
+from crystallise.serializers import (
+    ItemInSerializer,
+    ItemListField,
+    JobSerializer,
+    LaneInSerializer,
+    NumberField,
+    StrictSerializer,
+    json_text,
+)
 from screening.models import Decision, ScreeningJob, ScreeningResult
 from screening.reviews import review_summary
 
@@ -110,7 +118,7 @@ class SecondOpinionInSerializer(JSONStringMixin, StrictSerializer):
         return attrs
 
 
-class ScreeningJobCreateSerializer(StrictSerializer):
+class ScreeningJobCreateSerializer(StrictSerializer, LaneInSerializer):
     project_id = serializers.CharField(required=False, allow_null=True, allow_blank=True, max_length=200)
     model = serializers.CharField(required=False, default="gpt-5-nano", max_length=64)
     criteria = CriteriaSerializer()

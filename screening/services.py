@@ -11,12 +11,12 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
 
 from crystallise.auth import Caller
-from crystallise.config import model_capabilities
-from crystallise.errors import Category, ConflictError, LLMError
+from crystallise.config import model_capabilities, validate_lane
+from crystallise.errors import Category, ConflictError, LLMError, ValidationError
 from crystallise.jobs import lifecycle
 from crystallise.jobs.runner import OnlineKind, Outcome, run_job
 from crystallise.keyvault import SOURCE_REQUEST
-from crystallise.llm.base import CallOptions
+from crystallise.llm.base import CallOptions, LLMResult
 from crystallise.preflight import preflight
 from crystallise.tokens import count_message_tokens, estimate_cost_usd
 from screening import prompts
@@ -33,7 +33,7 @@ def output_budget(n_criteria: int) -> int:
     return 160 + 48 * n_criteria
 
 
-def estimate_job_cost(*, model: str, criteria: dict, papers: list[dict]) -> Decimal:
+def estimate_job_cost(*, model: str, criteria: dict, papers: list[dict], tier: str = "default") -> Decimal:
     """Estimated USD: real token counts of every prompt plus the output budget."""
     system = prompts.system_prompt(criteria)
     fixed = count_message_tokens([{"role": "system", "content": system}, {"role": "user", "content": ""}])
@@ -44,7 +44,7 @@ def estimate_job_cost(*, model: str, criteria: dict, papers: list[dict]) -> Deci
     input_tokens = fixed * len(papers) + variable
     n_criteria = len(prompts.criterion_ids(criteria))
     output_tokens = output_budget(n_criteria) * len(papers)
-    return estimate_cost_usd(model, input_tokens=input_tokens, output_tokens=output_tokens)
+    return estimate_cost_usd(model, input_tokens=input_tokens, output_tokens=output_tokens, tier=tier)
 
 
 def request_fingerprint(payload: dict, papers: list[dict]) -> str:
@@ -64,6 +64,9 @@ def job_create(
     max_estimated_cost_usd: Decimal | None = None,
     callback_url: str | None = None,
     second_opinion: dict | None = None,
+    mode: str = "online",
+    fallback: str = "none",
+    service_tier: str = "default",
     request_openai_key: str | None = None,
     idempotency_key: str | None = None,
     enqueue: bool = True,
@@ -75,6 +78,14 @@ def job_create(
     inputs = {"model": model, "project_id": project_id, "criteria": criteria, "threshold": threshold,
               "clusters": clusters, "max_estimated_cost_usd": max_estimated_cost_usd, "callback_url": callback_url,
               "second_opinion": second_opinion}
+    lane = {"mode": mode, "fallback": fallback, "service_tier": service_tier}
+    # Only a non-default lane is part of the fingerprint: earlier requests keep theirs.
+    inputs.update({k: v for k, v in lane.items() if v not in ("online", "none", "default")})
+    tier = validate_lane(model=model, mode=mode, service_tier=service_tier, fallback=fallback)
+    if mode == "batch" and second_opinion:
+        raise ValidationError("second_opinion is not available in the batch lane (it asks a second model after "
+                              "the first answer). Use mode 'online'.",
+                              errors={"second_opinion": ["Not available with mode 'batch'."]})
     fingerprint = request_fingerprint({k: v for k, v in inputs.items() if v is not None}, papers)
 
     def replay() -> ScreeningJob | None:
@@ -85,7 +96,7 @@ def job_create(
 
     checked = preflight(
         caller=caller, model=model, request_openai_key=request_openai_key, cap=max_estimated_cost_usd,
-        estimate=lambda m: sum(estimate_job_cost(model=name, criteria=criteria, papers=papers)
+        estimate=lambda m: sum(estimate_job_cost(model=name, criteria=criteria, papers=papers, tier=tier)
                                # the second model's worst case: it is asked about every paper
                                for name in (m, *([second_opinion["model"]] if second_opinion else []))),
         replay=replay,
@@ -112,6 +123,9 @@ def job_create(
         max_estimated_cost_usd=max_estimated_cost_usd,
         callback_url=callback_url or None,
         second_opinion=second_opinion or None,
+        mode=mode,
+        fallback="" if fallback == "none" else fallback,
+        service_tier=service_tier,
     )
     try:
         with transaction.atomic():
@@ -235,6 +249,7 @@ class ScreeningKind(OnlineKind):
             max_output_tokens=output_budget(len(self.ids)),
             reasoning_effort="minimal" if model_capabilities[job.model].reasoning else None,
             cache_key=f"crystallise-screening-{job.pk}",
+            service_tier="flex" if job.service_tier == "flex" else None,
         )
         self.second = SecondOpinion.for_job(job, self.options)
 
@@ -266,21 +281,33 @@ class ScreeningKind(OnlineKind):
     def item_position(self, item: Paper) -> int:
         return item.position
 
-    async def process(self, client, job: ScreeningJob, paper: Paper) -> Outcome:
+    def items_at(self, job: ScreeningJob, positions: list[int]):
+        """The papers at `positions` that have no result yet (the batch lane's collecting)."""
+        return list(Paper.objects.filter(job=job, position__in=positions, result__isnull=True)
+                    .only("id", "position", "paper_id", "title", "abstract", "keywords"))
+
+    def _row(self, job: ScreeningJob, paper: Paper) -> ScreeningResult:
+        return ScreeningResult(job_id=job.pk, paper_id=paper.pk, position=paper.position,
+                               cluster=job.cluster_assignments[paper.position], llm_backend=job.llm_backend)
+
+    def request(self, job: ScreeningJob, paper: Paper) -> tuple[list[dict], CallOptions] | Outcome:
+        """The call that screens `paper`, or its outcome when it is decided without one (a cluster left out)."""
         cluster = job.cluster_assignments[paper.position]
-        row = ScreeningResult(job_id=job.pk, paper_id=paper.pk, position=paper.position, cluster=cluster, llm_backend=job.llm_backend)
         if cluster not in self.kept:
+            row = self._row(job, paper)
             row.decision, row.filtered, row.criteria = "exclude", True, []
             row.reasoning = f"Excluded without screening: cluster '{self.label[cluster]}' is not in clusters.include."
             return Outcome(row=row, counters={"screened": 1, "excluded": 1})
-        messages = prompts.messages_for(self.system, paper.title, paper.abstract, paper.keywords)
-        try:
-            answer = await client.complete(messages, self.options)
-        except LLMError as exc:
-            usage = getattr(exc, "usage", None)
-            row.error, row.error_category = exc.detail, exc.category
-            outcome = Outcome(row=row, counters={"screened": 1, "errored": 1}, error_category=exc.category,
-                              error_message=exc.detail, fatal=exc.category == Category.AUTH)
+        return prompts.messages_for(self.system, paper.title, paper.abstract, paper.keywords), self.options
+
+    def outcome(self, job: ScreeningJob, paper: Paper, answer: LLMResult | LLMError) -> Outcome:
+        """The paper's result from the provider's answer, or from the error that stands instead of one."""
+        row = self._row(job, paper)
+        if isinstance(answer, LLMError):
+            usage = getattr(answer, "usage", None)
+            row.error, row.error_category = answer.detail, answer.category
+            outcome = Outcome(row=row, counters={"screened": 1, "errored": 1}, error_category=answer.category,
+                              error_message=answer.detail, fatal=answer.category == Category.AUTH)
             if usage is not None:
                 outcome.usage = usage
             return outcome
@@ -290,8 +317,19 @@ class ScreeningKind(OnlineKind):
         row.input_tokens, row.cached_input_tokens, row.output_tokens = (
             answer.usage.input_tokens, answer.usage.cached_input_tokens, answer.usage.output_tokens)
         included = row.decision == "include"
-        outcome = Outcome(row=row, usage=answer.usage,
-                          counters={"screened": 1, "included": int(included), "excluded": int(not included)})
+        return Outcome(row=row, usage=answer.usage, tier=getattr(answer, "tier", None),
+                       counters={"screened": 1, "included": int(included), "excluded": int(not included)})
+
+    async def process(self, client, job: ScreeningJob, paper: Paper) -> Outcome:
+        request = self.request(job, paper)
+        if isinstance(request, Outcome):
+            return request
+        messages, options = request
+        try:
+            answer = await client.complete(messages, options)
+        except LLMError as exc:
+            return self.outcome(job, paper, exc)
+        outcome = self.outcome(job, paper, answer)
         if self.second is not None:
             outcome = await self.second.review(self, client, job, messages, outcome)
         return outcome
@@ -355,6 +393,7 @@ def job_resubmit(*, job: ScreeningJob) -> ScreeningJob:
         "model": job.model, "project_id": job.project_id, "criteria": job.criteria, "threshold": job.threshold,
         "clusters": job.clusters_config, "max_estimated_cost_usd": job.max_estimated_cost_usd,
         "callback_url": job.callback_url, "papers": papers,
+        "mode": job.mode, "fallback": job.fallback or "none", "service_tier": job.service_tier,
     }
     new_job, _ = job_create(caller=original_caller(job), **validated(ScreeningJobCreateSerializer(data=data)))
     return new_job

@@ -64,6 +64,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tests.fake_batches import FakeBatches
 from tests.fake_ratelimit import Buckets, duration, output_budget
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,7 @@ class FakeConfig:
     cache_max_entries: int = 100_000
     log_size: int = 10_000  # read by reset()
     responder: Callable[[dict], dict | str | None] | None = None  # None: default_responder
+    flex_unavailable: int = 0  # the next N service_tier="flex" requests: 429 resource unavailable (unbilled)
 
     def __post_init__(self) -> None:
         self.update({})
@@ -291,8 +293,10 @@ class FakeOpenAI:
         self._lock = threading.Lock()  # stats and log are read from other threads
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self.batches = FakeBatches(self)  # files and batches: tests/fake_batches.py
         self.reset()
         self.app = Starlette(routes=[
+            *self.batches.routes(),
             Route("/v1/chat/completions", self._chat, methods=["POST"]),
             Route("/chat/completions", self._chat, methods=["POST"]),
             Route("/_fake/stats", self._stats_endpoint),
@@ -330,6 +334,7 @@ class FakeOpenAI:
         self._jitter_rng = random.Random(None if seed is None else f"jitter-{seed}")
         self._limits = Buckets()
         self._prefixes: collections.OrderedDict[bytes, None] = collections.OrderedDict()
+        self.batches.reset()
 
     # --- running ---
 
@@ -462,6 +467,12 @@ class FakeOpenAI:
             with self._lock:
                 stats["rate_tokens"] += charged
 
+        if body.get("service_tier") == "flex" and cfg.flex_unavailable > 0:
+            cfg.flex_unavailable -= 1
+            entry["fault"] = "flex_unavailable"
+            return _error(429, "Resource Unavailable: flex processing has no capacity for this request right now. "
+                          "Retry later, or send it in the default tier.", "invalid_request_error",
+                          "resource_unavailable", {**headers, "retry-after": "0.01"})
         fault = entry["fault"] = cfg.script.pop(0) if cfg.script else self._draw_fault(cfg)
         with self._lock:
             stats["accepted"] += 1
@@ -503,7 +514,7 @@ class FakeOpenAI:
                 "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
                 "completion_tokens_details": {"reasoning_tokens": cfg.reasoning_tokens, "audio_tokens": 0},
             },
-            "service_tier": "default", "system_fingerprint": None,
+            "service_tier": "flex" if body.get("service_tier") == "flex" else "default", "system_fingerprint": None,
         }
         data = json.dumps(completion).encode()
         if fault == "malformed":  # as when a proxy cuts the body short

@@ -17,6 +17,7 @@ from django.utils.html import format_html, format_html_join
 
 from crystallise.errors import CrystalliseError
 from crystallise.jobs import lifecycle
+from crystallise.jobs.costs import lane_label
 from crystallise.jobs.models import ACTIVE_STATUSES, BaseJob, JobStatus
 
 RESULTS_PER_PAGE = 100
@@ -50,11 +51,11 @@ class JobAdmin(admin.ModelAdmin):
     deferred: tuple[str, ...] = ()
 
     list_display = (
-        "short_id", "status", "progress", "model", "project_id", "key", "estimated", "actual",
+        "short_id", "status", "progress", "model", "lane", "project_id", "key", "estimated", "actual",
         "run_time", "error", "created",
     )
     list_display_links = ("short_id",)
-    list_filter = ("status", "model", "error_category", "created_at")
+    list_filter = ("status", "model", "mode", "service_tier", "error_category", "created_at")
     search_fields = ("id", "project_id")
     ordering = ("-created_at",)
     list_select_related = ("api_key",)
@@ -99,6 +100,11 @@ class JobAdmin(admin.ModelAdmin):
         url = reverse("admin:crystallise_apikey_change", args=[job.api_key_id])
         revoked = " (revoked)" if job.api_key and not job.api_key.is_active else ""
         return format_html('<a href="{}">{}</a>{}', url, label, revoked)
+
+    @admin.display(description="Lane", ordering="mode")
+    def lane(self, job: BaseJob) -> str:
+        """Where the job's calls went, which sets their price: online, online (flex) or batch."""
+        return lane_label(job.mode, job.service_tier)
 
     @admin.display(description="Estimated", ordering="estimated_cost_usd")
     def estimated(self, job: BaseJob) -> str:

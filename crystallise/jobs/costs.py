@@ -37,6 +37,7 @@ class SpendReport:
     end: date
     by_day: list[SpendRow]
     by_model: list[SpendRow]
+    by_lane: list[SpendRow]
     by_key: list[SpendRow]
 
     @property
@@ -45,6 +46,13 @@ class SpendReport:
         for day in self.by_day:
             row.add(day.jobs, day.estimated_usd, day.actual_usd)
         return row
+
+
+def lane_label(mode: str, service_tier: str) -> str:
+    """The lane a job's calls took, which sets their price (crystallise.config.TIER_PRICING_PER_1M)."""
+    if mode == "batch":
+        return "batch"
+    return "online (flex)" if service_tier == "flex" else "online"
 
 
 def job_models() -> list[type]:
@@ -64,6 +72,7 @@ def spend_report(*, start: date, end: date) -> SpendReport:
 
     days = {start + timedelta(days=i): SpendRow(str(start + timedelta(days=i))) for i in range((end - start).days + 1)}
     models: dict[str, SpendRow] = {}
+    lanes: dict[str, SpendRow] = {}
     keys: dict[object, SpendRow] = {}
     for job_model in job_models():
         jobs = job_model.objects.filter(created_at__gte=lower, created_at__lt=upper).order_by()
@@ -72,6 +81,9 @@ def spend_report(*, start: date, end: date) -> SpendReport:
             days.setdefault(day, SpendRow(str(day))).add(row["jobs"], row["estimated"], row["actual"])
         for row in jobs.values("model").annotate(**sums):
             models.setdefault(row["model"], SpendRow(row["model"])).add(row["jobs"], row["estimated"], row["actual"])
+        for row in jobs.values("mode", "service_tier").annotate(**sums):
+            label = lane_label(row["mode"], row["service_tier"])
+            lanes.setdefault(label, SpendRow(label)).add(row["jobs"], row["estimated"], row["actual"])
         for row in jobs.values("api_key_id", "api_key_label").annotate(**sums):
             # Admin keys group by id (a renamed key stays one row); env keys and dev mode by label.
             ident = row["api_key_id"] or f"label:{row['api_key_label']}"
@@ -85,5 +97,6 @@ def spend_report(*, start: date, end: date) -> SpendReport:
         start=start, end=end,
         by_day=[days[d] for d in sorted(days)],
         by_model=by_spend(models.values()),
+        by_lane=by_spend(lanes.values()),
         by_key=by_spend(keys.values()),
     )

@@ -21,6 +21,20 @@ class JobStatus(models.TextChoices):
     CANCELLED = "cancelled"
 
 
+class JobMode(models.TextChoices):
+    """How a job's items reach the provider: one call each (online), or through the Batch API (batch)."""
+
+    ONLINE = "online"
+    BATCH = "batch"
+
+
+class ServiceTier(models.TextChoices):
+    """The provider's processing tier of an online job's calls (flex: half price, may be unavailable)."""
+
+    DEFAULT = "default"
+    FLEX = "flex"
+
+
 ACTIVE_STATUSES = (JobStatus.PENDING, JobStatus.RUNNING)
 TERMINAL_STATUSES = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
 
@@ -63,6 +77,13 @@ class BaseJob(models.Model):
 
     total = models.PositiveIntegerField(default=0)
     errored = models.PositiveIntegerField(default=0)
+
+    mode = models.CharField(max_length=8, choices=JobMode.choices, default=JobMode.ONLINE)
+    service_tier = models.CharField(max_length=8, choices=ServiceTier.choices, default=ServiceTier.DEFAULT)
+    # Batch lane: where items the batches could not answer go ("online": the online lane; "" none).
+    fallback = models.CharField(max_length=8, blank=True, default="")
+    # Batch lane: the provider batches submitted for this job (crystallise.jobs.batch keeps them).
+    batches = models.JSONField(default=list, blank=True)
 
     estimated_cost_usd = models.DecimalField(max_digits=16, decimal_places=8, default=Decimal("0"))
     max_estimated_cost_usd = models.DecimalField(max_digits=16, decimal_places=8, null=True, blank=True)
@@ -114,6 +135,11 @@ class BaseJob(models.Model):
         return self.status in ACTIVE_STATUSES
 
     @property
+    def price_tier(self) -> str:
+        """The tier this job's calls bill at unless an answer says otherwise (crystallise.config.TIERS)."""
+        return "batch" if self.mode == JobMode.BATCH else self.service_tier or ServiceTier.DEFAULT
+
+    @property
     def usage(self) -> Usage:
         return Usage(self.input_tokens, self.cached_input_tokens, self.output_tokens, self.reasoning_tokens)
 
@@ -121,7 +147,7 @@ class BaseJob(models.Model):
         return self.usage.as_dict()
 
     def actual_cost(self) -> Decimal:
-        return get_backend(self.llm_backend).cost(self.model, self.usage)
+        return get_backend(self.llm_backend).cost(self.model, self.usage, self.price_tier)
 
     @property
     def duration_seconds(self) -> float | None:

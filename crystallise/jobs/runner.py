@@ -55,14 +55,17 @@ class Outcome:
     fatal: bool = False
     # When more than the job's model answered for this item: each model's part of `usage` (priced apart).
     usage_by_model: dict[str, Usage] | None = None
+    # The price tier the provider says it billed (a flex call answered in the default tier); None: the job's.
+    tier: str | None = None
 
     def cost(self, job: BaseJob) -> Decimal:
-        """What this item's calls cost at each model's price (zero on an unbilled backend)."""
+        """What this item's calls cost at each model's price in the tier they ran in (zero on an unbilled backend)."""
         if not is_billable(job.llm_backend):
             return Decimal("0")
+        tier = self.tier or job.price_tier
         if self.usage_by_model:
-            return sum((cost_usd(model, usage) for model, usage in self.usage_by_model.items()), Decimal("0"))
-        return cost_usd(job.model, self.usage)
+            return sum((cost_usd(model, usage, tier) for model, usage in self.usage_by_model.items()), Decimal("0"))
+        return cost_usd(job.model, self.usage, tier)
 
 
 class Strategy(Protocol):
@@ -95,9 +98,14 @@ class JobKind(Protocol):
 
 
 class OnlineKind:
-    """Base of the apps' job kinds: every job runs in the online lane."""
+    """Base of the apps' job kinds: a job runs in the online lane, or in the batch lane
+    (`crystallise.jobs.batch`) when its `mode` is "batch"."""
 
     def strategy(self, job: BaseJob) -> Strategy:
+        if job.mode == "batch":
+            from crystallise.jobs.batch import BatchStrategy
+
+            return BatchStrategy()
         from crystallise.jobs.online import OnlineStrategy
 
         return OnlineStrategy()

@@ -33,13 +33,13 @@ class Backend:
         module, name = self.client_path.split(":")
         return getattr(import_module(module), name)
 
-    def cost(self, model: str, usage: Usage) -> Decimal:
-        """What `usage` of `model` costs on this backend."""
+    def cost(self, model: str, usage: Usage, tier: str = "default") -> Decimal:
+        """What `usage` of `model` costs on this backend, billed in `tier` (default, batch, flex)."""
         if not self.billable:
             return Decimal("0")
         from crystallise.tokens import cost_usd
 
-        return cost_usd(model, usage)
+        return cost_usd(model, usage, tier)
 
 
 OPENAI = Backend(

@@ -18,6 +18,8 @@ class LLMResult:
     attempts: int = 1
     # The model name the provider says answered (e.g. a dated snapshot); None when it gave none (mock).
     model: str | None = None
+    # The tier the provider says it billed ("flex", "default"), when a tier was asked for; None otherwise.
+    tier: str | None = None
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,9 @@ class CallOptions:
     # Same value for every call of one job: lets the provider route them to
     # the same prompt cache.
     cache_key: str | None = None
+    # "flex": half price, may be refused with a 429 "resource unavailable" (then retried, then sent
+    # in the default tier: CRYSTALLISE_FLEX_MAX_TRIES). None: the default tier.
+    service_tier: str | None = None
     extra: dict = field(default_factory=dict)
 
 

@@ -9,6 +9,7 @@ The SDK's own retries are off so that every attempt is paced and counted.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -69,12 +70,16 @@ def classify(exc: Exception) -> LLMError:
                 permanent=True,
             )
         if status == 429:
-            return LLMError(
+            error = LLMError(
                 "The model provider's rate limit was exceeded (429).",
                 category=Category.RATE_LIMIT,
                 permanent=False,
                 retry_after=retry_after_seconds(exc.response.headers),
             )
+            # Flex processing without capacity: not billed; retried, then sent in the default tier.
+            error.resource_unavailable = (code == "resource_unavailable"  # type: ignore[attr-defined]
+                                          or "resource unavailable" in str(getattr(exc, "message", "")).lower())
+            return error
         if status in (408, 409) or status >= 500:
             return LLMError(
                 f"The model provider failed with HTTP {status}.",
@@ -143,8 +148,12 @@ class OpenAIClient:
     async def complete(self, messages: list[dict], options: CallOptions) -> LLMResult:
         spent = Usage()
         attempts = 0
+        # Flex calls refused for lack of capacity: they do not count against max_attempts, and after
+        # CRYSTALLISE_FLEX_MAX_TRIES of them the call goes in the default tier.
+        flex_refusals = 0
+        asked = options
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.retry.max_attempts),
+            stop=lambda state: stop_after_attempt(self.retry.max_attempts + flex_refusals)(state),
             wait=self._wait,
             retry=retry_if_exception(lambda e: isinstance(e, LLMError) and not e.permanent),
             reraise=True,
@@ -154,13 +163,22 @@ class OpenAIClient:
                 with attempt:
                     attempts += 1
                     try:
-                        parsed, usage, reported = await observed_attempt(self._once(messages, options), options.model)
+                        parsed, usage, reported, tier = await observed_attempt(self._once(messages, options),
+                                                                               options.model)
                     except _BadOutput as bad:
                         spent = spent + bad.usage
                         raise
+                    except LLMError as error:
+                        if options.service_tier == "flex" and getattr(error, "resource_unavailable", False):
+                            flex_refusals += 1
+                            if flex_refusals >= flex_max_tries():
+                                options = dataclasses.replace(options, service_tier=None)
+                        raise
                     spent = spent + usage
+                    if asked.service_tier:
+                        tier = tier if tier in ("flex", "default") else (options.service_tier or "default")
                     return LLMResult(parsed=parsed, usage=spent, backend=self.backend, attempts=attempts,
-                                     model=reported)
+                                     model=reported, tier=tier if asked.service_tier else None)
         except LLMError as exc:
             exc.usage = spent  # type: ignore[attr-defined]
             exc.attempts = attempts  # type: ignore[attr-defined]
@@ -198,7 +216,8 @@ class OpenAIClient:
                             prompt_tokens=usage_from(payload).input_tokens if isinstance(payload, dict) else 0)
         if payload is None:
             raise _BadOutput("The model returned a malformed response.", Usage())
-        return parse_answer(payload, options.schema)
+        tier = payload.get("service_tier") if isinstance(payload, dict) else None
+        return (*parse_answer(payload, options.schema), tier)
 
 
 def request_body(messages: list[dict], options: CallOptions) -> dict:
@@ -214,6 +233,8 @@ def request_body(messages: list[dict], options: CallOptions) -> dict:
         body["reasoning_effort"] = options.reasoning_effort
     if options.cache_key:
         body["prompt_cache_key"] = options.cache_key
+    if options.service_tier:
+        body["service_tier"] = options.service_tier
     return body
 
 
@@ -238,6 +259,12 @@ def parse_answer(payload, schema: type[pydantic.BaseModel]):
         raise _BadOutput("The model's answer did not match the requested structure.", usage) from None
     reported = payload.get("model")
     return parsed, usage, reported if isinstance(reported, str) and reported else None
+
+
+def flex_max_tries() -> int:
+    from django.conf import settings
+
+    return settings.CRYSTALLISE_FLEX_MAX_TRIES
 
 
 @functools.cache

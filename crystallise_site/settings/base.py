@@ -255,7 +255,8 @@ CRYSTALLISE_OPENAI_BASE_URL = env.str("CRYSTALLISE_OPENAI_BASE_URL", default="")
 CRYSTALLISE_LLM_BACKEND = env.str("CRYSTALLISE_LLM_BACKEND", default="openai")
 if CRYSTALLISE_LLM_BACKEND not in BACKENDS:
     raise ImproperlyConfigured(f"CRYSTALLISE_LLM_BACKEND must be one of {', '.join(map(repr, BACKENDS))}.")
-CRYSTALLISE_LLM_CONCURRENCY = env_int_between("CRYSTALLISE_LLM_CONCURRENCY", 32, 1, 1024)
+# The most calls in flight per job; each job keeps fewer when the provider's rate limit and latency call for fewer.
+CRYSTALLISE_LLM_CONCURRENCY = env_int_between("CRYSTALLISE_LLM_CONCURRENCY", 512, 1, 4096)
 CRYSTALLISE_LLM_TIMEOUT = env_float_between("CRYSTALLISE_LLM_TIMEOUT", 60.0, 0.1, 3600)
 CRYSTALLISE_LLM_MAX_ATTEMPTS = env_int_between("CRYSTALLISE_LLM_MAX_ATTEMPTS", 5, 1, 20)
 # Time limit (s) of a synchronous LLM endpoint (/v1/criteria/consolidate, /v1/indexer/run),

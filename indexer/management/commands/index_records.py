@@ -24,6 +24,7 @@ from crystallise.auth import COMMAND_LINE
 from crystallise.config import DEFAULT_MODEL, validate_model
 from crystallise.errors import CrystalliseError
 from crystallise.formats import parse_papers
+from crystallise.jobs.batch.poll import follow
 from crystallise.jobs.lifecycle import cancel as job_cancel
 from crystallise.jobs.models import ACTIVE_STATUSES, JobStatus
 from crystallise.management import concurrency, writable
@@ -46,13 +47,17 @@ class Command(BaseCommand):
         parser.add_argument("--concurrency", type=concurrency, default=None,
                             help="Concurrent LLM calls, 1-1024 (default: CRYSTALLISE_LLM_CONCURRENCY).")
         parser.add_argument("--force", action="store_true", help="Redo every record in a fresh job.")
+        parser.add_argument("--batch", action="store_true",
+                            help="Use the provider's Batch API: half price, answers within 24 hours.")
+        parser.add_argument("--poll-seconds", type=float, default=60.0,
+                            help="With --batch: seconds between two polls of the batches (default 60).")
 
     def handle(self, *args, file: Path, out: Path | None, fields: str, model: str, concurrency: int | None,
-               force: bool, **options):
+               force: bool, batch: bool = False, poll_seconds: float = 60.0, **options):
         if out is not None:
             writable(out)
         try:
-            job = self.job_for(file, fields, model, force)
+            job = self.job_for(file, fields, model, force, batch)
         except CrystalliseError as exc:
             raise CommandError(exc.detail) from None
         done = job.processed
@@ -62,6 +67,9 @@ class Command(BaseCommand):
         with tqdm(total=job.total, initial=done, unit="rec", desc="Indexing", disable=None) as bar:
             try:
                 job_run(job_id=job.pk, concurrency=concurrency, on_outcome=lambda outcome: bar.update(1))
+                if batch:
+                    follow(IndexJob, job.pk, poll_seconds=poll_seconds,
+                           on_progress=lambda j: bar.update(max(0, j.processed - bar.n)))
             except KeyboardInterrupt:
                 bar.close()
                 job.refresh_from_db()
@@ -80,7 +88,7 @@ class Command(BaseCommand):
         if job.status == JobStatus.FAILED:
             raise CommandError(f"The job failed ({job.error_category}): {job.error_message}")
 
-    def job_for(self, file: Path, fields: str, model: str, force: bool) -> IndexJob:
+    def job_for(self, file: Path, fields: str, model: str, force: bool, batch: bool = False) -> IndexJob:
         try:
             data = file.read_bytes()
         except OSError as exc:
@@ -92,7 +100,7 @@ class Command(BaseCommand):
         wanted = [name for name in FIELDS if name in wanted]
         model = validate_model(model)
         digest = hashlib.sha256(data).hexdigest()
-        key = f"file:{digest}:{model}:{','.join(wanted)}"
+        key = f"file:{digest}:{model}:{','.join(wanted)}" + (":batch" if batch else "")
         existing = IndexJob.objects.filter(owner=CLI_OWNER, idempotency_key=key).first()
         if existing is not None and not force:
             return job_reopen(job=existing)
@@ -105,7 +113,7 @@ class Command(BaseCommand):
         records = [{"id": p["id"], "title": p.get("title") or "", "abstract": p.get("abstract")} for p in papers]
         try:
             job = job_create(caller=COMMAND_LINE, idempotency_key=key, model=model, records=records,
-                             fields=wanted, source=str(file), enqueue=False)
+                             fields=wanted, source=str(file), mode="batch" if batch else "online", enqueue=False)
         except IntegrityError:
             # Another run of the same file created its job since the lookup above: continue that one.
             return job_reopen(job=IndexJob.objects.get(owner=CLI_OWNER, idempotency_key=key))

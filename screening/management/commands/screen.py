@@ -13,6 +13,7 @@ from crystallise.auth import COMMAND_LINE
 from crystallise.errors import CrystalliseError
 from crystallise.formats import parse_papers
 from crystallise.jobs import lifecycle
+from crystallise.jobs.batch.poll import follow
 from crystallise.management import concurrency, writable
 from crystallise.serializers import validated
 from screening import exports
@@ -36,6 +37,10 @@ class Command(BaseCommand):
         parser.add_argument("--concurrency", type=concurrency, default=None,
                             help="Concurrent LLM calls, 1-1024 (default: CRYSTALLISE_LLM_CONCURRENCY).")
         add_second_opinion_arguments(parser)
+        parser.add_argument("--batch", action="store_true",
+                            help="Use the provider's Batch API: half price, answers within 24 hours.")
+        parser.add_argument("--poll-seconds", type=float, default=60.0,
+                            help="With --batch: seconds between two polls of the batches (default 60).")
 
     def handle(self, file, criteria, model, threshold, clusters, out, max_cost, concurrency, **options):
         path = Path(file)
@@ -47,6 +52,8 @@ class Command(BaseCommand):
             data = {"model": model, "criteria": json.loads(Path(criteria).read_text()), "threshold": threshold,
                     "clusters": {"by": clusters}, "max_estimated_cost_usd": max_cost, "papers": papers,
                     "second_opinion": second_opinion_argument(options)}
+            if options.get("batch"):
+                data["mode"] = "batch"
             # The API's own validation: the shell accepts exactly what POST /v1/screening/jobs accepts.
             job, _ = job_create(caller=COMMAND_LINE, enqueue=False, **validated(ScreeningJobCreateSerializer(data=data)))
         except CrystalliseError as exc:
@@ -62,6 +69,9 @@ class Command(BaseCommand):
                     worker.join(0.5)
                     screened = ScreeningJob.objects.values_list("screened", flat=True).get(pk=job.pk)
                     bar.update(screened - bar.n)
+                if options.get("batch"):
+                    follow(ScreeningJob, job.pk, poll_seconds=options.get("poll_seconds", 60.0),
+                           on_progress=lambda j: bar.update(j.screened - bar.n))
         except KeyboardInterrupt:
             job = lifecycle.cancel(job=job)
             worker.join(10)

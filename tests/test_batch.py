@@ -1,0 +1,196 @@
+"""Screening in the batch lane end to end: the API, the worker's first tick (submit), the poll
+schedule's ticks (collect, resubmit, conclude), against the fake's files and batches over HTTP."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from crystallise.tasks import poll_batches
+from crystallise.tokens import cost_usd
+from screening.models import ScreeningJob, ScreeningResult
+from tests.factories import paper
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+URL = "/v1/screening/jobs"
+CRITERIA = {"research_question": "Do triptans relieve migraine?",
+            "inclusion": ["randomized trial", "migraine treatment"], "exclusion": ["pediatric children"]}
+PAPERS = [
+    paper("p1", "Sumatriptan for migraine treatment", "A randomized trial of migraine treatment in adults."),
+    paper("p2", "Hip fracture surgery outcomes", "A cohort of elderly patients after hip surgery."),
+    paper("p3", "Migraine in children", "A randomized trial of migraine treatment in pediatric children."),
+    paper("p4", "Migraine epidemiology", "Prevalence of migraine in a population survey."),
+]
+
+
+@pytest.fixture(autouse=True)
+def _poll_at_once(settings):
+    settings.CRYSTALLISE_BATCH_POLL_SECONDS = 0
+
+
+def submit(api, papers=PAPERS, **body):
+    payload = {"criteria": CRITERIA, "papers": papers, "mode": "batch", **body}
+    return api.post(URL, payload, format="json")
+
+
+def drive(api, run_queue, job_id, polls: int = 10) -> dict:
+    """The worker's run, then the schedule's polls until the job ends."""
+    run_queue()
+    for _ in range(polls):
+        body = api.get(f"{URL}/{job_id}").json()
+        if body["status"] not in ("pending", "running"):
+            return body
+        poll_batches()
+    return api.get(f"{URL}/{job_id}").json()
+
+
+def many(n: int) -> list[dict]:
+    return [paper(f"m{i}", f"Migraine treatment trial {i}", f"A randomized trial of migraine treatment, cohort {i}.")
+            for i in range(n)]
+
+
+def test_batch_job_screens_every_paper_at_half_price(api, fake_openai, run_queue):
+    online = api.post(URL, {"criteria": CRITERIA, "papers": PAPERS}, format="json").json()
+    response = submit(api)
+    assert response.status_code == 202, response.json()
+    job = response.json()
+    assert job["mode"] == "batch" and job["fallback"] == "none" and job["batches"] == []
+    half = Decimal(str(online["estimated_cost_usd"])) / 2
+    assert abs(Decimal(str(job["estimated_cost_usd"])) - half) <= Decimal("0.00000001")
+    api.delete(f"{URL}/{online['id']}")
+
+    run_queue()
+    body = api.get(f"{URL}/{job['id']}").json()
+    assert body["status"] == "running" and body["progress"]["screened"] == 0
+    assert [b["status"] for b in body["batches"]] == ["validating"]
+    assert body["batches"][0]["request_counts"]["total"] == 4 and body["batches"][0]["id"].startswith("batch_")
+
+    body = drive(api, run_queue, job["id"])
+    assert body["status"] == "completed", body
+    assert body["progress"] == {"total": 4, "screened": 4, "included": 1, "excluded": 3, "errored": 0}
+    assert body["batches"][0]["status"] == "completed"
+    assert body["batches"][0]["request_counts"] == {"total": 4, "completed": 4, "failed": 0}
+    results = {r["paper_id"]: r["decision"] for r in api.get(f"{URL}/{job['id']}/results").json()["results"]}
+    assert results == {"p1": "include", "p2": "exclude", "p3": "exclude", "p4": "exclude"}
+    stats = fake_openai.stats
+    assert body["usage"]["input_tokens"] == stats["prompt_tokens"] > 0
+    row = ScreeningJob.objects.get(pk=job["id"])
+    assert row.cost_usd == row.actual_cost() == cost_usd(row.model, row.usage, "batch") > 0
+    assert abs(row.cost_usd * 2 - cost_usd(row.model, row.usage)) <= Decimal("0.00000002")
+    assert fake_openai.batches.stats["batches"] == 1 and fake_openai.batches.stats["lines"] == 4
+
+
+def test_lines_answered_with_errors_are_resubmitted_alone(api, fake_openai, run_queue):
+    fake_openai.batches.config.script = ["all_failed"]
+    job = submit(api).json()
+    body = drive(api, run_queue, job["id"])
+    assert body["status"] == "completed", body
+    assert body["progress"]["screened"] == 4 and body["progress"]["errored"] == 0
+    assert [b["round"] for b in body["batches"]] == [1, 2]
+    assert body["batches"][0]["request_counts"] == {"total": 4, "completed": 0, "failed": 4}
+    assert fake_openai.batches.stats["submitted"] == {f"p{i}": 2 for i in range(4)}
+
+
+def test_expired_batch_keeps_its_answers_and_resubmits_the_rest(api, fake_openai, run_queue, settings):
+    settings.CRYSTALLISE_BATCH_MAX_REQUESTS = 5
+    fake_openai.batches.config.script = ["ok", "expire:0.4"]
+    job = submit(api, papers=many(10)).json()
+    body = drive(api, run_queue, job["id"])
+    assert body["status"] == "completed", body
+    assert ScreeningResult.objects.filter(job_id=job["id"], error_category__isnull=True).count() == 10
+    statuses = [(b["status"], b["round"], b["request_counts"]["total"]) for b in body["batches"]]
+    assert statuses == [("completed", 1, 5), ("expired", 1, 5), ("completed", 2, 3)]
+    submitted = fake_openai.batches.stats["submitted"]
+    assert sorted(c for c, n in submitted.items() if n == 2) == ["p7", "p8", "p9"]
+
+
+def test_failed_validation_gives_the_reason_and_resubmits(api, fake_openai, run_queue):
+    fake_openai.batches.config.script = ["fail_token_limit"]
+    job = submit(api).json()
+    body = drive(api, run_queue, job["id"])
+    assert body["status"] == "completed", body
+    assert body["batches"][0]["status"] == "failed"
+    assert "token_limit_exceeded" in body["batches"][0]["error"]
+    assert body["progress"]["screened"] == 4 and body["progress"]["errored"] == 0
+
+
+def test_a_line_the_batch_refuses_fails_alone(api, fake_openai, run_queue):
+    fake_openai.batches.config.script = ["fail_validation"]
+    job = submit(api).json()
+    body = drive(api, run_queue, job["id"])
+    assert body["status"] == "completed", body
+    first = ScreeningResult.objects.get(job_id=job["id"], position=0)
+    assert first.error_category == "validation" and "line 1" in first.error
+    assert body["progress"] == {"total": 4, "screened": 4, "included": 0, "excluded": 3, "errored": 1}
+
+
+def test_lines_still_failing_after_the_last_round_get_their_error(api, fake_openai, run_queue, settings):
+    settings.CRYSTALLISE_BATCH_MAX_ROUNDS = 2
+    fake_openai.batches.config.script = ["all_failed", "all_failed"]
+    job = submit(api).json()
+    body = drive(api, run_queue, job["id"])
+    assert body["status"] == "failed" and body["error_category"] == "upstream"
+    assert body["progress"]["errored"] == 4 and len(body["batches"]) == 2
+    assert set(ScreeningResult.objects.filter(job_id=job["id"]).values_list("error_category", flat=True)) == {"upstream"}
+
+
+def test_fallback_online_answers_what_the_batches_did_not(api, fake_openai, run_queue, settings):
+    settings.CRYSTALLISE_BATCH_MAX_ROUNDS = 1
+    fake_openai.batches.config.script = ["expire:0.5"]
+    job = submit(api, fallback="online").json()
+    body = drive(api, run_queue, job["id"])
+    assert body["status"] == "completed", body
+    assert body["progress"]["screened"] == 4 and body["progress"]["errored"] == 0
+    online_calls = [r for r in fake_openai.requests if r["path"] == "/v1/chat/completions"]
+    assert len(online_calls) == 2
+
+
+def test_cancel_cancels_the_batches_and_keeps_what_they_returned(api, fake_openai, run_queue, settings):
+    settings.CRYSTALLISE_BATCH_MAX_REQUESTS = 5
+    fake_openai.batches.config.steps = 5
+    job = submit(api, papers=many(10)).json()
+    run_queue()
+    body = api.delete(f"{URL}/{job['id']}").json()
+    assert body["status"] == "cancelled"
+    assert fake_openai.batches.stats["cancels"] == 2
+    assert [b["status"] for b in body["batches"]] == ["cancelling", "cancelling"]
+    poll_batches()
+    body = api.get(f"{URL}/{job['id']}").json()
+    assert [b["status"] for b in body["batches"]] == ["cancelled", "cancelled"]
+    # Half of each batch ran before the cancel: those answers are kept, nothing is resubmitted.
+    assert body["progress"]["screened"] == 4 and ScreeningResult.objects.filter(job_id=job["id"]).count() == 4
+    assert fake_openai.batches.stats["batches"] == 2
+    poll_batches()
+    assert fake_openai.batches.stats["retrieves"] == 2
+
+
+def test_a_restarted_worker_resumes_polling_and_submits_nothing_twice(api, fake_openai, run_queue, settings):
+    from crystallise.jobs.batch.poll import tick_running
+
+    fake_openai.batches.config.steps = 3
+    job = submit(api).json()
+    run_queue()
+    # The schedule ticks twice at once (two workers), then a worker dies mid-tick: its heartbeat goes stale.
+    poll_batches()
+    assert tick_running(ScreeningJob, job["id"]) is None
+    from datetime import timedelta
+
+    from django.utils import timezone
+    ScreeningJob.objects.filter(pk=job["id"]).update(heartbeat_at=timezone.now() - timedelta(hours=1))
+    from crystallise.jobs.lifecycle import recover
+    assert recover(model=ScreeningJob)["resumed"] == 1
+    body = drive(api, run_queue, job["id"], polls=20)
+    assert body["status"] == "completed", body
+    assert fake_openai.batches.stats["batches"] == 1
+    assert set(fake_openai.batches.stats["submitted"].values()) == {1}
+
+
+def test_mode_is_validated(api, fake_openai):
+    for body, field in [({"mode": "later"}, "mode"), ({"mode": "batch", "service_tier": "flex"}, "service_tier"),
+                        ({"mode": "online", "fallback": "online"}, "fallback"),
+                        ({"mode": "online", "service_tier": "flex", "model": "gpt-4o-mini"}, "service_tier")]:
+        response = api.post(URL, {"criteria": CRITERIA, "papers": PAPERS, **body}, format="json")
+        assert response.status_code == 400, body
+        assert response.json()["error_category"] == "validation" and field in response.json()["errors"], response.json()
