@@ -12,13 +12,14 @@ Of the key's limit the pacer uses its `share` (1 for a client alone; the
 shared limiter, `crystallise.ratelimit`, sets it for jobs that share a key).
 A 429 pauses every call of the client until its `Retry-After` has passed and
 lowers the rate a little (recovering over the next answers); a `remaining`
-of nothing pauses until the advertised reset.
+short of one more call pauses until one more fits.
 
 `target_concurrency()` says how many calls to keep in flight: the allowed
 rate times the latency (Little's law) with a margin, never above the
-ceiling. Until the provider has advertised a limit it starts at
-`INITIAL_WINDOW` and doubles every `SLOW_START_SECONDS`; a 429 without
-limits halves it (then +1 per answer).
+ceiling. Before the first answer it starts at `INITIAL_WINDOW` and doubles
+every `SLOW_START_SECONDS` (a slow provider tells nothing for a while);
+a provider that answers without advertising limits gets the ceiling, and a
+429 without limits halves the window (then +1 per answer).
 """
 
 from __future__ import annotations
@@ -32,15 +33,16 @@ from dataclasses import dataclass
 HEADROOM = 0.97
 # Request starts may bunch up by this much (seconds of the rate): absorbs timer jitter, never a real burst.
 BURST_SECONDS = 0.1
-INITIAL_WINDOW = 32
+INITIAL_WINDOW = 16
 SLOW_START_SECONDS = 0.5
 # In flight = rate × latency × margin (+ a few): retries and latency spread keep some calls longer.
 WINDOW_MARGIN = 1.25
 WINDOW_SLACK = 4
-# A 429 lowers the rate by this factor (not below BACKOFF_FLOOR); each answer gives back BACKOFF_RECOVERY.
+# A 429 lowers the rate by this factor (at most once a second: one burst of refusals is one signal, and
+# not below BACKOFF_FLOOR); answers give it back at BACKOFF_RECOVERY per second.
 BACKOFF_STEP = 0.85
 BACKOFF_FLOOR = 0.25
-BACKOFF_RECOVERY = 0.002
+BACKOFF_RECOVERY = 0.05
 # Until answers calibrate it: o200k tokens per character of English prompt, on the safe side.
 INITIAL_TOKENS_PER_CHAR = 0.35
 
@@ -143,6 +145,8 @@ class Pacer:
         # Monotonic time past which the share has lapsed (shared limiter): nothing starts until renewed.
         self.share_expires = math.inf
         self.backoff = 1.0
+        self._backoff_at = -math.inf  # when it was last lowered
+        self._recovered_at = 0.0
         self.latency: float | None = None  # moving average of answered calls (s)
         self.tokens_per_char = INITIAL_TOKENS_PER_CHAR
         self.cost_average: float | None = None  # tokens counted per call
@@ -157,6 +161,7 @@ class Pacer:
         self._ticket = 0
         self._first_call: float | None = None
         self._aimd_window: float | None = None  # set by a 429 while no limit is known
+        self._unadvertised = False  # an answer came without any limit
 
     # --- rates -------------------------------------------------------------
     def requests_per_second(self) -> float | None:
@@ -186,6 +191,8 @@ class Pacer:
             target = rate * max(self.latency or 0.0, oldest) * WINDOW_MARGIN + WINDOW_SLACK
         elif self._aimd_window is not None:
             target = self._aimd_window
+        elif self._unadvertised:
+            target = self.ceiling
         else:
             started = self._first_call if self._first_call is not None else now
             target = INITIAL_WINDOW * 2 ** ((now - started) / SLOW_START_SECONDS)
@@ -235,9 +242,14 @@ class Pacer:
             # Calibrate on the safe side: rises at once, falls slowly.
             ratio = prompt_tokens / prompt_chars * 1.02
             self.tokens_per_char = ratio if ratio > self.tokens_per_char else 0.99 * self.tokens_per_char + 0.01 * ratio
-        self.backoff = min(1.0, self.backoff + BACKOFF_RECOVERY)
+        if self.backoff < 1.0:
+            now = time.monotonic()
+            self.backoff = min(1.0, self.backoff + BACKOFF_RECOVERY * (now - max(self._recovered_at, self._backoff_at)))
+            self._recovered_at = now
         if self._aimd_window is not None:
             self._aimd_window = min(float(self.ceiling), self._aimd_window + 1)
+        if headers is not None and self.limit_requests is None and self.limit_tokens is None:
+            self._unadvertised = True
         self.observe(headers)
 
     def failed(self, ticket: int, headers, *, rate_limited: bool, retry_after: float | None) -> None:
@@ -245,7 +257,10 @@ class Pacer:
         if rate_limited:
             self.refused += 1
             self._paused_until = max(self._paused_until, time.monotonic() + (retry_after or 1.0))
-            self.backoff = max(BACKOFF_FLOOR, self.backoff * BACKOFF_STEP)
+            now = time.monotonic()
+            if now - self._backoff_at >= 1.0:
+                self.backoff = max(BACKOFF_FLOOR, self.backoff * BACKOFF_STEP)
+                self._backoff_at = self._recovered_at = now
             if self.limit_requests is None and self.limit_tokens is None:
                 self._aimd_window = max(1.0, (self._aimd_window or float(self.target_concurrency())) / 2)
         self.observe(headers)
@@ -257,13 +272,16 @@ class Pacer:
         if seen.limit_requests or seen.limit_tokens:
             self.limit_requests, self.limit_tokens = seen.limit_requests, seen.limit_tokens
             self.learned = True
-        # Nothing left in the provider's window: wait for its reset instead of collecting 429s.
+        # Nothing left in the provider's window when this call arrived: wait until one more call fits
+        # (what is missing at the limit's rate, never past the advertised reset).
         now = time.monotonic()
-        if seen.remaining_requests is not None and seen.remaining_requests < 1 and seen.reset_requests:
-            self._paused_until = max(self._paused_until, now + min(seen.reset_requests, 60.0))
-        if (seen.remaining_tokens is not None and seen.reset_tokens and self.cost_average
-                and seen.remaining_tokens < self.cost_average):
-            self._paused_until = max(self._paused_until, now + min(seen.reset_tokens, 60.0))
+        for remaining, needed, limit, reset in (
+            (seen.remaining_requests, 1.0, seen.limit_requests, seen.reset_requests),
+            (seen.remaining_tokens, self.cost_average or 0.0, seen.limit_tokens, seen.reset_tokens),
+        ):
+            if remaining is not None and limit and remaining < needed:
+                wait = (needed - remaining) / (limit / 60)
+                self._paused_until = max(self._paused_until, now + min(wait, reset or wait, 60.0))
 
     def rate_limited(self, retry_after: float | None) -> None:
         """A 429 outside a paced call (kept for callers without a ticket)."""

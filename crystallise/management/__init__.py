@@ -11,13 +11,13 @@ from django.core.management.base import CommandError
 
 
 def concurrency(value: str) -> int:
-    """argparse type of --concurrency: LLM calls in flight, 1–1024 (as CRYSTALLISE_LLM_CONCURRENCY)."""
+    """argparse type of --concurrency: most LLM calls in flight, 1–4096 (as CRYSTALLISE_LLM_CONCURRENCY)."""
     try:
         number = int(value)
     except ValueError:
         number = 0
-    if not 1 <= number <= 1024:
-        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to 1024, not {value!r}")
+    if not 1 <= number <= 4096:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to 4096, not {value!r}")
     return number
 
 

@@ -13,7 +13,7 @@ they change: a newcomer takes what is free at once and its fair share once
 the others have renewed (and shrunk). Fair shares are max-min fair over
 demand: a holder that showed it uses less than it was given (a job ending,
 or one held back by its concurrency ceiling) keeps what it uses, the rest is
-split equally. A holder that stops renewing (a worker killed) loses its
+split equally (and a holder alone has all of it). A holder that stops renewing (a worker killed) loses its
 lease when it expires, LEASE_SECONDS after its last renewal; times are the
 database's, so hosts' clocks do not matter.
 """
@@ -47,7 +47,7 @@ class Grant:
 
 
 def fair_shares(demands: dict[str, float | None]) -> dict[str, float]:
-    """Max-min fair split of 1 among holders; a demand of None means "as much as there is"."""
+    """Max-min fair split of 1 among holders (a demand of None: as much as there is), the unused rest split equally."""
     out: dict[str, float] = {}
     remaining = 1.0
     ordered = sorted(demands, key=lambda h: math.inf if demands[h] is None else demands[h])
@@ -56,7 +56,8 @@ def fair_shares(demands: dict[str, float | None]) -> dict[str, float]:
         wanted = demands[holder]
         out[holder] = equal if wanted is None else min(max(wanted, 0.0), equal)
         remaining -= out[holder]
-    return out
+    # What nobody showed a use for is handed out equally too (a holder alone always gets all of it).
+    return {holder: share + remaining / len(out) for holder, share in out.items()}
 
 
 def _expires() -> ExpressionWrapper:

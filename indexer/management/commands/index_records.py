@@ -45,7 +45,7 @@ class Command(BaseCommand):
         parser.add_argument("--fields", default=",".join(FIELDS), help=f"Comma-separated subset of {', '.join(FIELDS)}.")
         parser.add_argument("--model", default=DEFAULT_MODEL)
         parser.add_argument("--concurrency", type=concurrency, default=None,
-                            help="Concurrent LLM calls, 1-1024 (default: CRYSTALLISE_LLM_CONCURRENCY).")
+                            help="Most concurrent LLM calls, 1-4096 (default: CRYSTALLISE_LLM_CONCURRENCY).")
         parser.add_argument("--force", action="store_true", help="Redo every record in a fresh job.")
         parser.add_argument("--batch", action="store_true",
                             help="Use the provider's Batch API: half price, answers within 24 hours.")

@@ -35,7 +35,7 @@ class Command(BaseCommand):
         parser.add_argument("--out", default=None, help="CSV output (default: FILE.screened.csv)")
         parser.add_argument("--max-cost", default=None, help="max_estimated_cost_usd: refuse or stop the job above it")
         parser.add_argument("--concurrency", type=concurrency, default=None,
-                            help="Concurrent LLM calls, 1-1024 (default: CRYSTALLISE_LLM_CONCURRENCY).")
+                            help="Most concurrent LLM calls, 1-4096 (default: CRYSTALLISE_LLM_CONCURRENCY).")
         add_second_opinion_arguments(parser)
         parser.add_argument("--batch", action="store_true",
                             help="Use the provider's Batch API: half price, answers within 24 hours.")
