@@ -194,3 +194,30 @@ def test_mode_is_validated(api, fake_openai):
         response = api.post(URL, {"criteria": CRITERIA, "papers": PAPERS, **body}, format="json")
         assert response.status_code == 400, body
         assert response.json()["error_category"] == "validation" and field in response.json()["errors"], response.json()
+
+
+def test_the_cost_cap_stops_the_job_and_cancels_its_batches(api, fake_openai, run_queue, settings):
+    settings.CRYSTALLISE_BATCH_MAX_REQUESTS = 5
+    fake_openai.batches.config.steps = 0
+    fake_openai.batches.config.script = ["ok", "expire:0"]
+    job = submit(api, papers=many(10), max_estimated_cost_usd="1").json()
+    ScreeningJob.objects.filter(pk=job["id"]).update(max_estimated_cost_usd=Decimal("0.00000001"))
+    body = drive(api, run_queue, job["id"])
+    assert body["status"] == "failed" and body["error_category"] == "budget", body
+    assert body["progress"]["screened"] == 5 and len(body["batches"]) == 2
+
+
+def test_a_cancelled_job_on_a_request_key_keeps_what_had_ended(api, fake_openai, run_queue, settings):
+    settings.CRYSTALLISE_BATCH_MAX_REQUESTS = 5
+    fake_openai.batches.config.steps = 3
+    response = api.post(URL, {"criteria": CRITERIA, "papers": many(10), "mode": "batch"}, format="json",
+                        HTTP_X_OPENAI_API_KEY="sk-request-key-0001")
+    job = response.json()
+    run_queue()
+    body = api.delete(f"{URL}/{job['id']}").json()
+    assert body["status"] == "cancelled" and fake_openai.batches.stats["cancels"] == 2
+    poll_batches()
+    body = api.get(f"{URL}/{job['id']}").json()
+    assert [b["error"] for b in body["batches"]] == ["Not collected: the job's key is gone."] * 2
+    poll_batches()
+    assert fake_openai.batches.stats["retrieves"] == 0

@@ -115,7 +115,11 @@ def tick_cancelled(model: type[BaseJob], job_id) -> None:
             return
         available, api_key = job_openai_key(job)
         if not available:
-            logger.info("Cancelled job %s: its key is gone; its batches' results are not collected.", job_id)
+            # A per-request key is forgotten when the job ends: what its batches return cannot be fetched.
+            book = Book(job.batches)
+            for entry in book.open():
+                entry.update(collected=True, error=entry.get("error") or "Not collected: the job's key is gone.")
+            model.objects.filter(pk=job_id, lease=token).update(batches=book.entries)
             return
         kind = kind_for(model)
         kind.prepare(job)

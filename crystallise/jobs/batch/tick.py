@@ -29,6 +29,7 @@ from crystallise.jobs import lifecycle
 from crystallise.jobs.batch.book import Book, Runs, custom_id, position_of, runs_of
 from crystallise.jobs.models import BaseJob, JobStatus
 from crystallise.jobs.runner import JobKind, Outcome, conclude, record_discarded_usage, usage_updates, write_outcomes
+from crystallise.llm.backends import is_billable
 from crystallise.llm.batches import (
     MAX_FILE_BYTES,
     MAX_REQUESTS,
@@ -109,6 +110,8 @@ class BatchTick:
         try:
             for _ in range(self.max_rounds + 2):
                 self.poll()
+                if not self.cancelled and self.fatal is None:
+                    self.check_cap()
                 if self.cancelled or self.fatal:
                     break
                 if not self.submit():
@@ -131,6 +134,14 @@ class BatchTick:
             return None
         finally:
             self.client.close()
+
+    def check_cap(self) -> None:
+        """The job's actual cost reached `max_estimated_cost_usd`: stop (its open batches are cancelled)."""
+        cap = self.job.max_estimated_cost_usd
+        if cap is None or not is_billable(self.job.llm_backend):
+            return
+        if self.model.objects.values_list("cost_usd", flat=True).get(pk=self.job.pk) > cap:
+            self.fatal = (Category.BUDGET, f"Stopped: the actual cost reached the job's cap max_estimated_cost_usd={cap}.")
 
     def poll(self) -> None:
         for entry in self.book.open():
