@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from crystallise.tasks import poll_batches
-from crystallise.tokens import cost_usd
+from crystallise.tokens import Usage, cost_usd
 from screening.models import ScreeningJob, ScreeningResult
 from tests.factories import paper
 
@@ -136,15 +136,19 @@ def test_lines_still_failing_after_the_last_round_get_their_error(api, fake_open
     assert set(ScreeningResult.objects.filter(job_id=job["id"]).values_list("error_category", flat=True)) == {"upstream"}
 
 
-def test_fallback_online_answers_what_the_batches_did_not(api, fake_openai, run_queue, settings):
-    settings.CRYSTALLISE_BATCH_MAX_ROUNDS = 1
+def test_fallback_online_answers_what_the_batches_did_not(api, fake_openai, run_queue):
     fake_openai.batches.config.script = ["expire:0.5"]
     job = submit(api, fallback="online").json()
     body = drive(api, run_queue, job["id"])
     assert body["status"] == "completed", body
     assert body["progress"]["screened"] == 4 and body["progress"]["errored"] == 0
     online_calls = [r for r in fake_openai.requests if r["path"] == "/v1/chat/completions"]
-    assert len(online_calls) == 2
+    assert len(online_calls) == 2 and len(body["batches"]) == 1
+    # Online answers bill at the online price, the batch's at the batch price.
+    rows = ScreeningResult.objects.filter(job_id=job["id"]).order_by("position")
+    expected = sum((cost_usd("gpt-5-nano", Usage(r.input_tokens, r.cached_input_tokens, r.output_tokens),
+                             "batch" if r.position < 2 else "default") for r in rows), Decimal("0"))
+    assert abs(ScreeningJob.objects.get(pk=job["id"]).cost_usd - expected) <= Decimal("0.00000004")
 
 
 def test_cancel_cancels_the_batches_and_keeps_what_they_returned(api, fake_openai, run_queue, settings):

@@ -9,8 +9,8 @@ Collected lines are matched to items by `custom_id` (the output's order is not t
 an answer or a permanent error becomes the item's result; a transient error (429/5xx inside
 the batch, an answer that does not fit the schema), a line the batch never ran (expired,
 cancelled) or a line missing altogether sends the item into a new batch, until it has been in
-`CRYSTALLISE_BATCH_MAX_ROUNDS` batches: then it gets the error, or goes to the online lane when
-the job says `fallback: "online"`.
+`CRYSTALLISE_BATCH_MAX_ROUNDS` batches: then it gets the error. With `fallback: "online"` it
+goes to the online lane instead, after its first batch.
 """
 
 from __future__ import annotations
@@ -65,7 +65,8 @@ class BatchTick:
         self.book = Book(job.batches)
         self.cancelled = job.status == JobStatus.CANCELLED
         self.client = make_batch_client(api_key=api_key, backend=job.llm_backend)
-        self.max_rounds = settings.CRYSTALLISE_BATCH_MAX_ROUNDS
+        # With fallback "online" an item gets one batch; what it does not answer goes to the online lane.
+        self.max_rounds = 1 if job.fallback == "online" else settings.CRYSTALLISE_BATCH_MAX_ROUNDS
         self.max_requests = min(MAX_REQUESTS, settings.CRYSTALLISE_BATCH_MAX_REQUESTS)
         self.fatal: tuple[str, str] | None = None
 
@@ -108,7 +109,7 @@ class BatchTick:
     def run(self) -> str | None:
         """Advance the job; its final status, or None while batches are in flight (or the job was lost)."""
         try:
-            for _ in range(self.max_rounds + 2):
+            for _ in range(settings.CRYSTALLISE_BATCH_MAX_ROUNDS + 2):
                 self.poll()
                 if not self.cancelled and self.fatal is None:
                     self.check_cap()
@@ -125,6 +126,8 @@ class BatchTick:
             if self.fatal is None and self.job.fallback == "online" and self.kind.pending_items(self.job, -1, 1):
                 from crystallise.jobs.online import OnlineStrategy
 
+                # Asked for explicitly, the tier comes back with each answer: billed at the online price.
+                self.kind.options.service_tier = "default"
                 return OnlineStrategy().run(self.kind, self.job, self.token, self.api_key, None)
             if self.fatal is not None:
                 self.cancel_open()
