@@ -225,3 +225,22 @@ def test_a_cancelled_job_on_a_request_key_keeps_what_had_ended(api, fake_openai,
     assert [b["error"] for b in body["batches"]] == ["Not collected: the job's key is gone."] * 2
     poll_batches()
     assert fake_openai.batches.stats["retrieves"] == 0
+
+
+def test_batches_wait_for_room_under_the_enqueued_token_cap(api, fake_openai, run_queue, settings):
+    from crystallise.tokens import count_message_tokens
+    from screening import prompts
+
+    one = count_message_tokens(prompts.messages_for(prompts.system_prompt(CRITERIA), "Migraine treatment trial 0",
+                                                    "A randomized trial of migraine treatment, cohort 0.", []))
+    cap = one * 3 + 10  # room for three requests at a time
+    settings.CRYSTALLISE_BATCH_ENQUEUED_TOKENS = {"gpt-5-nano": cap}
+    fake_openai.batches.config.enqueued_token_limit = cap
+    job = submit(api, papers=many(7)).json()
+    run_queue()
+    body = api.get(f"{URL}/{job['id']}").json()
+    assert [b["request_counts"]["total"] for b in body["batches"]] == [3]
+    body = drive(api, run_queue, job["id"], polls=30)
+    assert body["status"] == "completed" and body["progress"]["screened"] == 7, body
+    assert [b["request_counts"]["total"] for b in body["batches"]] == [3, 3, 1]
+    assert {b["status"] for b in body["batches"]} == {"completed"}

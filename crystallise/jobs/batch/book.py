@@ -42,8 +42,12 @@ class Runs:
         self.ends = [b for _, b in runs]
 
     def __contains__(self, position: int) -> bool:
+        return self.end_of(position) >= 0
+
+    def end_of(self, position: int) -> int:
+        """The last position of the run holding `position`, or -1 when no run holds it."""
         i = bisect.bisect_right(self.starts, position) - 1
-        return i >= 0 and position <= self.ends[i]
+        return self.ends[i] if i >= 0 and position <= self.ends[i] else -1
 
     def positions(self) -> Iterable[int]:
         for a, b in zip(self.starts, self.ends, strict=True):
