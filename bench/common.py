@@ -63,6 +63,30 @@ def fake_stats(base_url: str) -> dict:
         return json.load(response)
 
 
+def fake_arrivals(base_url: str) -> list[dict]:
+    """Every request the fake kept (--log-size), oldest first: arrival time t, status, the body's prompt_cache_key."""
+    import urllib.request
+
+    url = base_url.rsplit("/v1", 1)[0] + "/_fake/requests?last=10000000&brief=1"
+    with urllib.request.urlopen(url) as response:
+        return json.load(response)
+
+
+def limiter_writes() -> int:
+    """Rows the shared rate limiter has inserted, updated or deleted in this database (PostgreSQL's own
+    statistics; 0 on SQLite, which keeps none)."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return 0
+    time.sleep(1.5)  # backends report their counters to the statistics at most once a second
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute("SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0) FROM pg_stat_user_tables "
+                       "WHERE relname IN ('crystallise_ratelimitlease', 'crystallise_ratelimitkey')")
+        return int(cursor.fetchone()[0])
+
+
 def fresh_database_url(name: str) -> str:
     """A new empty database for this run."""
     server = os.environ.get("BENCH_DATABASE_URL") or os.environ.get("DATABASE_URL")

@@ -17,7 +17,7 @@ short of one more call pauses until one more fits.
 `target_concurrency()` says how many calls to keep in flight: the allowed
 rate times the latency (Little's law) with a margin, never above the
 ceiling. Before the first answer it starts at `INITIAL_WINDOW` and doubles
-every `SLOW_START_SECONDS` (a slow provider tells nothing for a while);
+every `SLOW_START_SECONDS` up to `SLOW_START_MAX` (a slow provider tells nothing for a while);
 a provider that answers without advertising limits gets the ceiling, and a
 429 without limits halves the window (then +1 per answer).
 """
@@ -35,6 +35,8 @@ HEADROOM = 0.97
 BURST_SECONDS = 0.1
 INITIAL_WINDOW = 16
 SLOW_START_SECONDS = 0.5
+# Blind growth stops here: past it a provider that has not answered yet gets no bigger burst.
+SLOW_START_MAX = 128
 # In flight = rate × latency × margin (+ a few): retries and latency spread keep some calls longer.
 WINDOW_MARGIN = 1.25
 WINDOW_SLACK = 4
@@ -195,7 +197,7 @@ class Pacer:
             target = self.ceiling
         else:
             started = self._first_call if self._first_call is not None else now
-            target = INITIAL_WINDOW * 2 ** ((now - started) / SLOW_START_SECONDS)
+            target = min(SLOW_START_MAX, INITIAL_WINDOW * 2 ** ((now - started) / SLOW_START_SECONDS))
         return max(1, min(self.ceiling, int(target)))
 
     # --- one call ----------------------------------------------------------
@@ -239,9 +241,8 @@ class Pacer:
             elapsed = time.monotonic() - started
             self.latency = elapsed if self.latency is None else 0.9 * self.latency + 0.1 * elapsed
         if prompt_chars > 0 and prompt_tokens > 0:
-            # Calibrate on the safe side: rises at once, falls slowly.
-            ratio = prompt_tokens / prompt_chars * 1.02
-            self.tokens_per_char = ratio if ratio > self.tokens_per_char else 0.99 * self.tokens_per_char + 0.01 * ratio
+            # A moving average: per-call errors even out, HEADROOM covers what is left.
+            self.tokens_per_char = 0.95 * self.tokens_per_char + 0.05 * prompt_tokens / prompt_chars
         if self.backoff < 1.0:
             now = time.monotonic()
             self.backoff = min(1.0, self.backoff + BACKOFF_RECOVERY * (now - max(self._recovered_at, self._backoff_at)))
@@ -270,7 +271,7 @@ class Pacer:
             return
         seen = Advertised.from_headers(headers)
         if seen.limit_requests or seen.limit_tokens:
-            self.limit_requests, self.limit_tokens = seen.limit_requests, seen.limit_tokens
+            self.set_limits(seen.limit_requests, seen.limit_tokens)
             self.learned = True
         # Nothing left in the provider's window when this call arrived: wait until one more call fits
         # (what is missing at the limit's rate, never past the advertised reset).
@@ -282,6 +283,18 @@ class Pacer:
             if remaining is not None and limit and remaining < needed:
                 wait = (needed - remaining) / (limit / 60)
                 self._paused_until = max(self._paused_until, now + min(wait, reset or wait, 60.0))
+
+    def set_limits(self, requests: float | None, tokens: float | None) -> None:
+        """The key's limits per minute. Calls started before any limit was known count against it: the
+        pacer goes on as if they had been paced, so a blind start is never followed by a full-rate burst."""
+        unknown = self.limit_requests is None and self.limit_tokens is None
+        self.limit_requests, self.limit_tokens = requests, tokens
+        if unknown and self._first_call is not None:
+            rps, tps = self.requests_per_second(), self.tokens_per_second()
+            if rps:
+                self._request_tat = max(self._request_tat, self._first_call + self.requests / rps)
+            if tps:
+                self._token_tat = max(self._token_tat, self._first_call + self.tokens / tps)
 
     def rate_limited(self, retry_after: float | None) -> None:
         """A 429 outside a paced call (kept for callers without a ticket)."""

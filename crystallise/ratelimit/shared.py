@@ -63,8 +63,8 @@ class SharedLimit:
         grant = await db_call(functools.partial(lease.renew, self.fingerprint, self.holder, demand=self.demand(),
                                                 limit_requests=learned[0], limit_tokens=learned[1]))
         self.renewals += 1
-        if not pacer.learned:
-            pacer.limit_requests, pacer.limit_tokens = grant.limit_requests, grant.limit_tokens
+        if not pacer.learned and (grant.limit_requests or grant.limit_tokens):
+            pacer.set_limits(grant.limit_requests, grant.limit_tokens)
         if grant.share > 0 and (self._held_since is None or pacer.share <= 0):
             self._held_since = time.monotonic()
         pacer.share = grant.share
