@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -183,7 +184,8 @@ def _operations():
     for path, item in schema["paths"].items():
         for method in item:
             if method in ("get", "post", "put", "patch", "delete"):
-                yield method, path.replace("{job_id}", str(uuid.uuid4()))
+                # Every path parameter ({job_id}, {sample_id}, {paper_id}) as a well-formed id.
+                yield method, re.sub(r"\{[a-z_]+\}", lambda _: str(uuid.uuid4()), path)
 
 
 @pytest.mark.django_db
