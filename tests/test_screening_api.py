@@ -376,7 +376,7 @@ def test_a_failed_callback_is_retried_after_the_configured_backoff(settings):
     from crystallise import callbacks
 
     settings.CRYSTALLISE_CALLBACK_ALLOW_PRIVATE = True
-    settings.CRYSTALLISE_CALLBACK_BACKOFF = 0.2
+    settings.CRYSTALLISE_CALLBACK_BACKOFF = 0.1
     arrivals = []
 
     class Unavailable(BaseHTTPRequestHandler):
@@ -398,7 +398,7 @@ def test_a_failed_callback_is_retried_after_the_configured_backoff(settings):
     assert outcome == (False, 3, "The receiver answered HTTP 503.")
     first_wait, second_wait = arrivals[1] - arrivals[0], arrivals[2] - arrivals[1]
     # Upper bounds well under the 2 s / 4 s a default backoff would wait.
-    assert 0.2 <= first_wait < 1.5 and 0.4 <= second_wait < 1.5, (first_wait, second_wait)
+    assert 0.1 <= first_wait < 1.5 and 0.2 <= second_wait < 1.5, (first_wait, second_wait)
 
 
 def test_a_callback_connects_only_to_the_address_it_checked(monkeypatch, settings):
