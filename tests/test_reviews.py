@@ -220,6 +220,10 @@ def test_exports_carry_the_three_review_columns(api, job):
     lines = b"".join(api.get(f"{URL}/{job['id']}/results", {"format": "jsonl"}).streaming_content).decode()
     first = json.loads(lines.splitlines()[0])
     assert (first["human_decision"], first["conflict"], first["final_decision"]) == ("exclude", False, "exclude")
+    ris = b"".join(api.get(f"{URL}/{job['id']}/results", {"format": "ris"}).streaming_content).decode()
+    records = ris.split("ER  -")
+    assert "crystallise human decision: exclude" in records[0] and "crystallise final decision: exclude" in records[0]
+    assert "crystallise: reviewers disagree" in records[2]
 
 
 def test_result_pages_with_reviews_take_the_same_queries_at_any_size(api, run_queue):

@@ -152,6 +152,13 @@ def row_to_entry(row: Mapping[str, Any]) -> dict:
         notes.append(f"crystallise reasoning: {reasoning}")
     if error := one_line(row.get("error")):
         notes.append(f"crystallise error: {error}")
+    # Human review (screening results): the reviewers' decision, a disagreement, and what stands.
+    if row.get("human_decision"):
+        notes.append(f"crystallise human decision: {row['human_decision']}")
+    if row.get("conflict"):
+        notes.append("crystallise: reviewers disagree")
+    if "final_decision" in row:
+        notes.append(f"crystallise final decision: {row['final_decision'] or 'error'}")
     entry["notes"] = notes
     return entry
 
