@@ -93,7 +93,7 @@ def _pct(value: float | None, digits: int = 1) -> str:
 
 
 def _date(value) -> str:
-    return value.strftime("%Y-%m-%d") if value else "not recorded"
+    return value.strftime("%Y-%m-%d")
 
 
 def _validation_sentence(sample: dict, confidence: float) -> str:
@@ -134,13 +134,16 @@ def _second_opinion_sentence(m: dict) -> str:
 
 def methods_text(report: dict) -> str:
     m, p = report["methods"], report["prisma"]
-    model = m["model_reported"] or f"{m['model_requested']} (the provider reported no model name)"
+    model = f"the language model {m['model_reported'] or m['model_requested'] + ' (the provider reported no model name)'}"
     if get_backend(m["llm_backend"]).offline:
         model = f"the offline mock backend standing in for {m['model_requested']} (no language model was called)"
+    if m["run_started_at"] and m["run_finished_at"]:
+        when = f"from {_date(m['run_started_at'])} to {_date(m['run_finished_at'])}"
+    else:
+        when = "(run dates not recorded)"
     text = (
         f"Titles and abstracts of {p['records']} records were screened with {m['service']} {m['service_version']} "
-        f"({m['lane']} lane) using the language model {model}, from {_date(m['run_started_at'])} to "
-        f"{_date(m['run_finished_at'])}. Each record was judged against {len(m['inclusion'])} inclusion and "
+        f"({m['lane']} lane) using {model}, {when}. Each record was judged against {len(m['inclusion'])} inclusion and "
         f"{len(m['exclusion'])} exclusion criteria with one fixed prompt (SHA-256 {m['prompt_sha256']}); a record "
         f"was included when its score (mean over inclusion criteria of met = 1, unclear = 0.5, not met = 0; 0 "
         f"when an exclusion criterion was met) reached {m['threshold']:g}. {_second_opinion_sentence(m)}"
