@@ -18,7 +18,7 @@ non-200 answers going to the error file. Injected failures, one `script` entry p
 
 `p_line_error` makes each line fail with `line_error_status` on its own (seeded by the
 server's seed); `enqueued_token_limit` fails (token_limit_exceeded) a batch that would put more
-prompt tokens in flight than that. Cancelling moves a batch to cancelling, then cancelled with
+prompt tokens in flight than that; `lose_create_replies` creates batches but answers 500. Cancelling moves a batch to cancelling, then cancelled with
 the first `cancel_done` fraction of its lines answered.
 """
 
@@ -51,6 +51,7 @@ class BatchConfig:
     enqueued_token_limit: int | None = None
     cancel_done: float = 0.5
     shuffle: bool = True  # output lines in another order than the input's, as the provider may
+    lose_create_replies: int = 0  # the next N creates make the batch but answer 500 (a reply lost on the way)
 
     def update(self, changes: dict[str, Any]) -> None:
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
@@ -180,6 +181,9 @@ class FakeBatches:
         self.stats["batches"] += 1
         if self.config.steps == 0 and problem is None:
             await self._advance(batch, to_end=True)
+        if self.config.lose_create_replies > 0:
+            self.config.lose_create_replies -= 1
+            return _error(500, "The server had an error while processing your request.")
         return JSONResponse(self._public(batch))
 
     def _parse_lines(self, batch: dict, data: bytes) -> tuple[str, str, int | None] | None:

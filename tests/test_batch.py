@@ -244,3 +244,14 @@ def test_batches_wait_for_room_under_the_enqueued_token_cap(api, fake_openai, ru
     assert body["status"] == "completed" and body["progress"]["screened"] == 7, body
     assert [b["request_counts"]["total"] for b in body["batches"]] == [3, 3, 1]
     assert {b["status"] for b in body["batches"]} == {"completed"}
+
+
+def test_a_batch_whose_create_reply_was_lost_is_found_not_created_again(api, fake_openai, run_queue):
+    fake_openai.batches.config.lose_create_replies = 1
+    job = submit(api).json()
+    run_queue()
+    body = api.get(f"{URL}/{job['id']}").json()
+    assert [(b["id"], b["status"]) for b in body["batches"]] == [(None, "uploaded")]
+    body = drive(api, run_queue, job["id"])
+    assert body["status"] == "completed" and body["progress"]["screened"] == 4, body
+    assert fake_openai.batches.stats["batches"] == 1 and body["batches"][0]["id"].startswith("batch_")

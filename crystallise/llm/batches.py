@@ -134,8 +134,10 @@ class OpenAIBatches:
 
     backend = "openai"
 
-    def __init__(self, *, api_key: str | None, base_url: str | None = None, timeout: float = 120.0) -> None:
-        self._client = openai.OpenAI(api_key=api_key or "", base_url=base_url or None, max_retries=2, timeout=timeout)
+    def __init__(self, *, api_key: str | None, base_url: str | None = None, timeout: float = 300.0) -> None:
+        # No SDK retries: a retried `batches.create` whose first reply was lost would create a second
+        # batch. A failed call is retried by the next tick, which first looks the batch up (`find`).
+        self._client = openai.OpenAI(api_key=api_key or "", base_url=base_url or None, max_retries=0, timeout=timeout)
 
     def _call(self, fn, *args, **kwargs):
         try:
@@ -235,6 +237,7 @@ def make_batch_client(*, api_key: str | None, backend: str):
     from django.conf import settings
 
     spec = get_backend(backend)
+    # Files of up to 200 MB go up and come down in one call each: a longer timeout than a chat call's.
     return _CLIENTS[spec.name](api_key=api_key, base_url=settings.CRYSTALLISE_OPENAI_BASE_URL,
-                               timeout=max(60.0, settings.CRYSTALLISE_LLM_TIMEOUT))
+                               timeout=max(300.0, settings.CRYSTALLISE_LLM_TIMEOUT))
 
