@@ -217,6 +217,9 @@ class Pacer:
                 await asyncio.sleep(0.05)  # the share lapsed: nothing starts until the limiter renews it
                 continue
             rps, tps = self.requests_per_second(), self.tokens_per_second()
+            if rps == 0 or tps == 0:
+                await asyncio.sleep(0.05)  # no share of a known limit (yet): wait for the limiter to grant one
+                continue
             start = max(now, self._request_tat - BURST_SECONDS if rps else now,
                         self._token_tat - BURST_SECONDS if tps else now)
             if rps:
