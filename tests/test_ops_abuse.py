@@ -198,3 +198,18 @@ def test_the_schema_documents_429_and_503_on_every_keyed_operation():
         for code in ("429", "503"):
             content = operation["responses"][code]["content"]["application/json"]["schema"]
             assert content == {"$ref": "#/components/schemas/Error"}
+
+
+@pytest.mark.parametrize("name, value", [
+    ("CRYSTALLISE_RATE_LIMIT_PER_MINUTE", "-1"),
+    ("CRYSTALLISE_SUBMIT_RATE_LIMIT_PER_MINUTE", "lots"),
+    ("CRYSTALLISE_MAX_ACTIVE_JOBS_PER_KEY", "2.5"),
+    ("CRYSTALLISE_ADMIN_LOGIN_FAILURES", "0"),
+    ("CRYSTALLISE_ADMIN_LOCKOUT_MINUTES", "forever"),
+    ("CRYSTALLISE_METRICS_TOKEN", "short"),
+])
+def test_a_bad_limit_or_token_stops_the_process_naming_the_variable(name, value):
+    from tests.test_settings import manage
+
+    result = manage("check", **{name: value})
+    assert result.returncode == 1 and name in result.stderr and "Traceback" not in result.stderr

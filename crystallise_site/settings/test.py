@@ -34,3 +34,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": os.path.join(tempfile.gettempdir(), f"crystallise-test-{os.getpid()}.sqlite3")}
 Q_CLUSTER = {**Q_CLUSTER, "poll": 0.05}  # noqa: F405
 CRYSTALLISE_JOB_STALE_SECONDS = 60
+# Per-key limits off: the whole suite (and its fuzzing) uses one service key from one process;
+# tests/test_ops_abuse.py turns each limit on where it checks it.
+CRYSTALLISE_RATE_LIMIT_PER_MINUTE = 0
+CRYSTALLISE_SUBMIT_RATE_LIMIT_PER_MINUTE = 0
+CRYSTALLISE_MAX_ACTIVE_JOBS_PER_KEY = 0
