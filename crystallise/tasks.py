@@ -14,5 +14,7 @@ def recover_jobs() -> dict:
 def poll_batches() -> dict:
     """Advance every batch-mode job waiting on the provider: poll its batches, collect, resubmit, conclude."""
     from crystallise.jobs.batch.poll import poll_all
+    from crystallise.metrics.record import batch_poll_observed
 
-    return poll_all()
+    with batch_poll_observed():
+        return poll_all()

@@ -170,3 +170,24 @@ def test_calls_made_by_a_separate_worker_process_reach_the_web_metrics(api, fake
     assert value(samples, "crystallise_job_items_total", kind="screening") == n
     assert value(samples, "crystallise_job_duration_seconds_count", kind="screening", status="completed") == 1
     assert not TALLY.pending()  # nothing was counted in this (the web's) process
+
+
+def test_a_batch_job_counts_in_the_batch_lane(api, fake_openai, run_queue, settings):
+    from crystallise.tasks import poll_batches
+
+    settings.CRYSTALLISE_BATCH_POLL_SECONDS = 0
+    n = 4
+    job_id = api.post(JOBS, {"criteria": CRITERIA, "papers": papers(n), "mode": "batch"}, format="json").json()["id"]
+    run_queue()  # the worker's run submits the batch
+    assert value(scrape(), "crystallise_jobs", kind="screening", lane="batch", status="running") == 1
+    for _ in range(10):
+        if ScreeningJob.objects.get(pk=job_id).status == "completed":
+            break
+        poll_batches()  # the schedule's polls collect the answers and conclude
+    assert ScreeningJob.objects.get(pk=job_id).status == "completed"
+    samples = scrape()
+    assert value(samples, "crystallise_jobs", kind="screening", lane="batch", status="completed") == 1
+    assert value(samples, "crystallise_job_items_total", kind="screening", lane="batch") == n
+    assert value(samples, "crystallise_job_items_total", lane="online") == 0
+    assert value(samples, "crystallise_job_duration_seconds_count", kind="screening", lane="batch",
+                 status="completed") == 1

@@ -23,10 +23,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from crystallise.errors import Category, error_body
-from crystallise.metrics.record import JOB_DURATION_BUCKETS, LATENCY_BUCKETS
+from crystallise.metrics.record import JOB_DURATION_BUCKETS, KIND_OF_APP, LATENCY_BUCKETS
 from crystallise.metrics.store import MetricCounter
-
-KIND_OF_APP = {"screening": "screening", "indexer": "indexing"}
 
 # Counters: stored name -> (exposed name without _total, help, label names).
 COUNTERS = {

@@ -48,7 +48,8 @@ def observe(name: str, labels: dict[str, object], value: float, buckets: tuple[f
     TALLY.add(f"{name}_sum", labels, value)
 
 
-def llm_request(*, model: str, seconds: float, outcome: str, category: str | None, usage: Usage | None) -> None:
+def llm_request(*, model: str, seconds: float, outcome: str, category: str | None, usage: Usage | None,
+                tier: str = "default") -> None:
     TALLY.add("llm_requests", {"model": model, "outcome": outcome, "error_category": category or ""})
     observe("llm_request_seconds", {"model": model}, seconds, LATENCY_BUCKETS)
     if usage is None:
@@ -56,8 +57,8 @@ def llm_request(*, model: str, seconds: float, outcome: str, category: str | Non
     for kind, tokens in usage.as_dict().items():
         TALLY.add("llm_tokens", {"model": model, "type": kind.removesuffix("_tokens")}, tokens)
     try:
-        cost = float(cost_usd(model, usage))
-    except KeyError:  # a model without a price (never billed by us): tokens only
+        cost = float(cost_usd(model, usage, tier))
+    except (KeyError, ValueError):  # a model or tier without a price: tokens only
         return
     TALLY.add("llm_cost_usd", {"model": model}, cost)
 
@@ -77,7 +78,10 @@ async def observed_attempt(attempt: Awaitable[T], model: str) -> T:
         llm_request(model=model, seconds=time.perf_counter() - started, outcome="error", category=Category.INTERNAL,
                     usage=None)
         raise
-    llm_request(model=model, seconds=time.perf_counter() - started, outcome="ok", category=None, usage=result[1])
+    # The attempt's result: (parsed, usage, ...) and, when the provider said so, the tier that billed it.
+    tier = result[3] if len(result) > 3 and result[3] in ("flex", "default") else "default"
+    llm_request(model=model, seconds=time.perf_counter() - started, outcome="ok", category=None, usage=result[1],
+                tier=tier)
     return result
 
 
@@ -86,10 +90,19 @@ def lane_of(job) -> str:
     return str(getattr(job, "mode", None) or "online")
 
 
-def _progress(model, job_id, kind: str) -> dict | None:
+# The `kind` label of each job model's app.
+KIND_OF_APP = {"screening": "screening", "indexer": "indexing"}
+
+
+def _progress_rows(model, kind: str, **filters) -> dict:
     lane_field = ["mode"] if any(f.name == "mode" for f in model._meta.get_fields()) else []
-    return model.objects.filter(pk=job_id).values(
-        *ITEM_OUTCOMES[kind], *lane_field, "status", "started_at", "finished_at").first()
+    rows = model.objects.filter(**filters).values(
+        "pk", *ITEM_OUTCOMES[kind], *lane_field, "status", "started_at", "finished_at")
+    return {row.pop("pk"): row for row in rows}
+
+
+def _progress(model, job_id, kind: str) -> dict | None:
+    return _progress_rows(model, kind, pk=job_id).get(model._meta.pk.to_python(job_id))
 
 
 @contextmanager
@@ -106,6 +119,27 @@ def job_run_observed(model, job_id, *, kind: str) -> Iterator[None]:
                     _record_run(kind, before, after)
 
 
+@contextmanager
+def batch_poll_observed() -> Iterator[None]:
+    """Wrap a poll of the batch lane (`crystallise.tasks.poll_batches`): the items and durations of the
+    active batch-mode jobs it advanced, as `job_run_observed` does for a run."""
+    from crystallise.jobs.models import ACTIVE_STATUSES, BaseJob
+
+    models = [(m, KIND_OF_APP[m._meta.app_label]) for m in BaseJob.__subclasses__()
+              if m._meta.app_label in KIND_OF_APP and any(f.name == "mode" for f in m._meta.get_fields())]
+    before = {m: _safe(_progress_rows, m, kind, mode="batch", status__in=ACTIVE_STATUSES) for m, kind in models}
+    with flushing_every():
+        try:
+            yield
+        finally:
+            for model, kind in models:
+                if not before[model]:
+                    continue
+                after = _safe(_progress_rows, model, kind, pk__in=list(before[model])) or {}
+                for pk, row in after.items():
+                    _record_run(kind, before[model][pk], row)
+
+
 def _record_run(kind: str, before: dict, after: dict) -> None:
     lane = str(after.get("mode") or "online")
     for field, outcome in ITEM_OUTCOMES[kind].items():
@@ -118,10 +152,10 @@ def _record_run(kind: str, before: dict, after: dict) -> None:
                     JOB_DURATION_BUCKETS)
 
 
-def _safe(fn, *args):
+def _safe(fn, *args, **kwargs):
     from django.db import DatabaseError
 
     try:
-        return fn(*args)
+        return fn(*args, **kwargs)
     except DatabaseError:  # counting must never stop a job from running (the database may be down)
         return None
