@@ -28,3 +28,19 @@ def on_starting(server):
         sys.stderr.write(f"Configuration error: {exc}\n")
         sys.stderr.flush()
         os._exit(1)
+
+
+# CRYSTALLISE_LOG_FORMAT=json: gunicorn's own lines (start, worker boot and exit) in the same JSON
+# shape as the service's (crystallise.jsonlog), so every line of the web process is one JSON object.
+if (os.environ.get("CRYSTALLISE_LOG_FORMAT") or "").strip().lower() == "json":
+    logconfig_dict = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "crystallise.jsonlog.JsonFormatter"}},
+        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
+        "root": {"level": "INFO", "handlers": ["console"]},
+        "loggers": {
+            "gunicorn.error": {"handlers": ["console"], "level": "INFO", "propagate": False},
+            "gunicorn.access": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        },
+    }

@@ -122,3 +122,21 @@ def test_text_stays_the_default_format():
 
     assert settings.CRYSTALLISE_LOG_FORMAT == "text"
     assert settings.LOGGING["handlers"]["console"]["formatter"] == "plain"
+
+
+def test_gunicorn_and_the_service_write_only_json_lines(tmp_path):
+    from tests.ops_services import free_port, http, service_env, start_gunicorn, stop
+
+    env = service_env(f"sqlite:///{tmp_path / 'db.sqlite3'}", "http://127.0.0.1:9/v1", "", CRYSTALLISE_LOG_FORMAT="json",
+                      PYTHONWARNINGS="ignore")
+    port, log = free_port(), tmp_path / "web.log"
+    web = start_gunicorn(env, port, log, workers=1)
+    try:
+        assert http("GET", f"http://127.0.0.1:{port}/no-such-page?key=sk-in-a-url-0123456789")[0] == 404
+    finally:
+        stop(web)
+    lines = [line for line in log.read_text().splitlines() if line.strip()]
+    parsed = [json.loads(line) for line in lines]  # every line is one JSON object
+    loggers = {entry["logger"] for entry in parsed}
+    assert {"gunicorn.error", "django.request"} <= loggers
+    assert "sk-in-a-url" not in log.read_text()
