@@ -108,6 +108,8 @@ def postgres_available() -> str | None:
     """None if a private server can be run here, else why not."""
     if postgres_bin() is None:
         return "no PostgreSQL server binaries under /usr/lib/postgresql/*/bin"
+    if shutil.which("psql") is None:
+        return "no psql client"
     if os.geteuid() == 0 and (shutil.which("runuser") is None or _uid("postgres") is None):
         return "running as root without runuser or a postgres OS user"
     return None
