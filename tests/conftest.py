@@ -98,3 +98,33 @@ def qcluster():
     yield start
     for cluster in clusters:
         cluster.stop()
+
+
+@pytest.fixture
+def staff(db):
+    """A client logged in to the admin as a superuser."""
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    user = get_user_model().objects.create_superuser("operator", "op@example.org", "pw-operator-123")
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def _cohen_collection(name: str) -> list[dict]:
+    from tests.factories import cohen_papers
+
+    return [{k: v for k, v in p.items() if k != "label"} for p in cohen_papers(name)]
+
+
+@pytest.fixture(scope="module")
+def adhd() -> list[dict]:
+    """The Cohen 2006 ADHD collection as papers, without reviewers' labels (skipped where the data is absent)."""
+    return _cohen_collection("ADHD")
+
+
+@pytest.fixture(scope="module")
+def triptans() -> list[dict]:
+    """The Cohen 2006 Triptans collection as papers, without reviewers' labels (skipped where the data is absent)."""
+    return _cohen_collection("Triptans")

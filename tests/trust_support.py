@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 from tests.factories import paper
+from tests.screening_support import CRITERIA, URL
+from tests.screening_support import PAPERS as SCREENING_PAPERS
 
-URL = "/v1/screening/jobs"
-CRITERIA = {"research_question": "Do triptans relieve migraine?",
-            "inclusion": ["randomized trial", "migraine treatment"], "exclusion": ["pediatric children"]}
 PAPERS = [
-    paper("p1", "Sumatriptan for migraine treatment", "A randomized trial of migraine treatment in adults."),
-    paper("p2", "Hip fracture surgery outcomes", "A cohort of elderly patients after hip surgery."),
-    paper("p3", "Migraine in children", "A randomized trial of migraine treatment in pediatric children."),
-    paper("p4", "Migraine epidemiology", "Prevalence of migraine in a population survey."),
+    *SCREENING_PAPERS,
     paper("10.1000/x.5", "Rizatriptan randomized trial", "Randomized trial of rizatriptan migraine treatment."),
 ]
 

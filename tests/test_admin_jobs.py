@@ -1,71 +1,35 @@
-"""Operators' admin: permissions, job and key pages, actions, the cost page, first login, static files."""
+"""Operators' admin for jobs: permissions, job lists and details, result pages, and the cancel and resubmit actions."""
 
 from __future__ import annotations
 
-import csv
-import io
-import re
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
-from django.core.management import CommandError, call_command
-from django.test import Client
 from django.utils import timezone
 
 from crystallise.jobs.models import JobSecret
 from crystallise.models import ApiKey
 from indexer.models import IndexJob
 from screening.models import ScreeningJob
-from tests.factories import (
-    ApiKeyFactory,
-    IndexJobFactory,
-    PaperFactory,
-    ScreeningJobFactory,
-    ScreeningResultFactory,
-    paper,
+from tests.admin_support import (
+    COSTS,
+    CRITERIA,
+    INDEXING,
+    KEYS,
+    PAPERS,
+    RECORDS,
+    REQUEST_OPENAI_KEY,
+    SCREENING,
+    action,
+    page_messages,
+    submit,
 )
+from tests.factories import ApiKeyFactory, IndexJobFactory, PaperFactory, ScreeningJobFactory, ScreeningResultFactory, paper
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-SCREENING = "/admin/screening/screeningjob/"
-INDEXING = "/admin/indexer/indexjob/"
-KEYS = "/admin/crystallise/apikey/"
-COSTS = "/admin/costs/"
-REQUEST_OPENAI_KEY = "sk-request-only-secret-4242424242"
-CRITERIA = {"research_question": "Do triptans relieve migraine?",
-            "inclusion": ["randomized trial", "migraine treatment"], "exclusion": ["pediatric children"]}
-PAPERS = [
-    paper("p1", "Sumatriptan for migraine treatment", "A randomized trial of migraine treatment in adults.",
-          keywords=["migraine"], year=2004, doi="10.1/p1"),
-    paper("p2", "Hip fracture surgery outcomes", "A cohort of elderly patients after hip surgery."),
-]
-RECORDS = [{"id": "r1", "title": "Sumatriptan trial", "abstract": " ".join(["Sumatriptan relieved migraine pain."] * 12)}]
-
-
-@pytest.fixture
-def staff(db):
-    user = get_user_model().objects.create_superuser("operator", "op@example.org", "pw-operator-123")
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-def submit(api, **extra) -> str:
-    response = api.post("/v1/screening/jobs", {"criteria": CRITERIA, "papers": PAPERS, "project_id": "proj-a"},
-                        format="json", **extra)
-    assert response.status_code == 202, response.json()
-    return response.json()["id"]
-
-
-def action(client, url, name, *ids):
-    return client.post(url, {"action": name, "_selected_action": [str(i) for i in ids]}, follow=True)
-
-
-def page_messages(response) -> list[str]:
-    return [str(m) for m in response.context["messages"]]
 
 
 # --- permissions -------------------------------------------------------------
@@ -326,213 +290,3 @@ def test_resubmit_index_job(staff, api, fake_openai, run_queue):
     assert list(new.records.values_list("record_id", "abstract")) == [("r1", RECORDS[0]["abstract"])]
     run_queue()
     assert IndexJob.objects.get(pk=new.pk).status == "completed"
-
-
-# --- API keys ----------------------------------------------------------------
-
-
-def test_key_secret_is_shown_once_then_only_its_prefix(staff):
-    response = staff.post(f"{KEYS}add/", {"name": "partner", "monthly_budget_usd": "25.00"})
-    html = response.content.decode()
-    secret = re.search(r'id="api-key-secret"[^>]*value="([^"]+)"', html).group(1)
-    key = ApiKey.objects.get(name="partner")
-    assert secret.startswith("cry_") and key.prefix == secret[:12]
-    for url in (KEYS, f"{KEYS}{key.pk}/change/", SCREENING, COSTS):
-        page = staff.get(url).content.decode()
-        assert secret not in page and secret[12:] not in page
-
-
-def test_key_list_and_detail_show_requests_spend_and_budget(staff):
-    key = ApiKeyFactory(name="lab", monthly_budget_usd=Decimal("20.00"), request_count=7,
-                        last_used_at=timezone.now())
-    ScreeningJobFactory(api_key=key, cost_usd=Decimal("1.25"))
-    IndexJobFactory(api_key=key, cost_usd=Decimal("0.50"))
-    IndexJobFactory(api_key=key, cost_usd=Decimal("3"), created_at=timezone.now() - timedelta(days=62))
-    ScreeningJobFactory(cost_usd=Decimal("9"))  # another caller's spend
-    listing = staff.get(KEYS).content.decode()
-    assert "$4.7500" in listing and "$1.7500 of $20.00" in listing and ">7<" in listing
-    detail = staff.get(f"{KEYS}{key.pk}/change/").content.decode()
-    assert "$4.7500" in detail and 'name="monthly_budget_usd"' in detail and 'value="20.00"' in detail
-
-
-def test_budget_name_and_revocation_are_editable(staff):
-    key = ApiKeyFactory(name="lab")
-    response = staff.post(f"{KEYS}{key.pk}/change/", {"name": "lab-2", "monthly_budget_usd": "12.50", "is_active": "on"})
-    assert response.status_code == 302
-    key.refresh_from_db()
-    assert (key.name, key.monthly_budget_usd) == ("lab-2", Decimal("12.50"))
-    action(staff, KEYS, "revoke_keys", key.pk)
-    key.refresh_from_db()
-    assert not key.is_active and key.revoked_at
-    action(staff, KEYS, "reactivate_keys", key.pk)
-    key.refresh_from_db()
-    assert key.is_active and key.revoked_at is None
-    # The change form cannot flip it behind the actions' back (revoked_at would not follow).
-    staff.post(f"{KEYS}{key.pk}/change/", {"name": "lab-2", "monthly_budget_usd": "12.50"})
-    key.refresh_from_db()
-    assert key.is_active and key.revoked_at is None
-
-
-def test_secrets_never_appear_in_admin_html(staff, fake_openai, run_queue):
-    from rest_framework.test import APIClient
-
-    response = staff.post(f"{KEYS}add/", {"name": "partner"})
-    secret = re.search(r'id="api-key-secret"[^>]*value="([^"]+)"', response.content.decode()).group(1)
-    client = APIClient()
-    client.credentials(HTTP_X_API_KEY=secret)
-    job_id = submit(client, HTTP_X_OPENAI_API_KEY=REQUEST_OPENAI_KEY)
-    pages = [SCREENING, f"{SCREENING}{job_id}/change/", f"{SCREENING}{job_id}/results/", KEYS, COSTS,
-             f"{COSTS}?format=csv", "/admin/"]
-    key = ApiKey.objects.get()
-    pages.append(f"{KEYS}{key.pk}/change/")
-
-    def check():
-        for url in pages:
-            body = staff.get(url).content.decode()
-            for value in (secret, REQUEST_OPENAI_KEY, REQUEST_OPENAI_KEY[3:], fake_openai_key()):
-                assert value not in body, (url, value)
-
-    check()  # while the encrypted request key exists
-    run_queue()
-    assert ScreeningJob.objects.get(pk=job_id).status == "completed"
-    check()
-    assert "partner (cry_" in staff.get(SCREENING).content.decode()
-
-
-def fake_openai_key() -> str:
-    from tests.conftest import SERVER_OPENAI_KEY
-
-    return SERVER_OPENAI_KEY
-
-
-# --- costs -------------------------------------------------------------------
-
-
-def test_cost_page_sums_per_day_model_and_key(staff):
-    key = ApiKeyFactory(name="lab")
-    today = timezone.now()
-    ScreeningJobFactory(api_key=key, api_key_label=key.label, cost_usd=Decimal("1.5"), estimated_cost_usd=Decimal("2"))
-    IndexJobFactory(api_key=key, api_key_label=key.label, model="gpt-4o-mini", cost_usd=Decimal("0.25"),
-              estimated_cost_usd=Decimal("0.5"))
-    ScreeningJobFactory(api_key_label="env key #1", cost_usd=Decimal("1"), estimated_cost_usd=Decimal("1"),
-                  created_at=today - timedelta(days=2))
-    ScreeningJobFactory(cost_usd=Decimal("100"), created_at=today - timedelta(days=45))  # outside the default period
-    html = staff.get(COSTS).content.decode()
-    assert "<svg" in html and 'class="act"' in html and "Download CSV" in html
-    assert "<strong>3</strong> jobs" in html and "$2.7500" in html and "$3.5000" in html
-    assert "lab (cry_" in html and "env key #1" in html and "gpt-4o-mini" in html
-    assert "http://" not in html.split("<svg", 1)[1].split("</svg>")[0].replace("http://www.w3.org/2000/svg", "")
-
-    rows = list(csv.reader(io.StringIO(staff.get(COSTS, {"format": "csv"}).content.decode())))
-    assert rows[0] == ["group", "value", "jobs", "estimated_cost_usd", "cost_usd"]
-    table = {(r[0], r[1]): r[2:] for r in rows[1:]}
-    assert table[("day", str(timezone.localdate()))] == ["2", "2.500000", "1.750000"]
-    assert table[("model", "gpt-5-nano")] == ["2", "3.000000", "2.500000"]
-    assert table[("api_key", key.label)] == ["2", "2.500000", "1.750000"]
-    assert table[("api_key", "env key #1")] == ["1", "1.000000", "1.000000"]
-    assert len([r for r in rows if r[0] == "day"]) == 30
-
-    old = (timezone.localdate() - timedelta(days=45)).isoformat()
-    response = staff.get(COSTS, {"start": old, "end": old, "format": "csv"})
-    assert response["Content-Type"].startswith("text/csv")
-    assert f'filename="crystallise-costs-{old}-{old}.csv"' in response["Content-Disposition"]
-    assert "100.000000" in response.content.decode()
-
-
-def test_cost_page_handles_bad_and_reversed_dates(staff):
-    response = staff.get(COSTS, {"start": "yesterday", "end": "2026-01-10"})
-    assert response.status_code == 200 and any("Ignored start" in m for m in page_messages(response))
-    response = staff.get(COSTS, {"start": "2026-02-10", "end": "2026-02-01"})
-    assert response.context["start"].isoformat() == "2026-02-01" and "swapped" in page_messages(response)[0]
-    response = staff.get(COSTS, {"start": "2020-01-01", "end": "2026-01-01"})
-    assert len(response.context["report"].by_day) == 366
-    # The calendar's ends: a warning, not a server error.
-    for extreme in ({"end": "9999-12-31"}, {"end": "0001-01-05"}, {"start": "0001-01-01", "end": "2026-01-01"}):
-        for fmt in ({}, {"format": "csv"}):
-            response = staff.get(COSTS, {**extreme, **fmt})
-            assert response.status_code == 200, extreme
-        assert any("use a date from" in m for m in page_messages(staff.get(COSTS, extreme)))
-
-
-def test_admin_index_links_the_cost_page(staff):
-    assert 'href="/admin/costs/"' in staff.get("/admin/").content.decode()
-
-
-# --- first login and static files ---------------------------------------------
-
-
-def test_create_operator_prints_a_random_password_once(capsys):
-    call_command("create_operator", "ops")
-    password = capsys.readouterr().out.strip()
-    user = get_user_model().objects.get(username="ops")
-    assert user.is_staff and user.is_superuser and user.check_password(password) and len(password) >= 20
-    client = Client()
-    assert client.login(username="ops", password=password)
-    assert client.get(SCREENING).status_code == 200
-    with pytest.raises(CommandError, match="already exists"):
-        call_command("create_operator", "ops")
-    call_command("create_operator", "ops", "--reset-password")
-    assert not get_user_model().objects.get(username="ops").check_password(password)
-
-
-def test_create_operator_takes_the_password_from_the_environment(settings, capsys):
-    settings.CRYSTALLISE_OPERATOR_PASSWORD = "correct-horse-battery-staple"
-    call_command("create_operator", "ops")
-    assert capsys.readouterr().out == ""
-    assert get_user_model().objects.get(username="ops").check_password("correct-horse-battery-staple")
-    settings.CRYSTALLISE_OPERATOR_PASSWORD = "123"
-    with pytest.raises(CommandError, match="too weak"):
-        call_command("create_operator", "ops2")
-
-
-@pytest.mark.parametrize(("args", "message"), [
-    (["", "--email", "ops@example.org"], "username"),
-    (["bad name with spaces/"], "username"),
-    (["u" * 200], "username"),
-    (["ops", "--email", "not-an-email"], "email"),
-])
-def test_create_operator_refuses_what_the_admin_would_refuse(args, message):
-    with pytest.raises(CommandError, match=f"Cannot create operator .*{message}"):
-        call_command("create_operator", *args)
-    assert not get_user_model().objects.exists()
-
-
-@pytest.mark.parametrize(("args", "message"), [
-    (["k", "--monthly-budget-usd", "abc"], "must be an amount"),
-    (["k", "--monthly-budget-usd", "nan"], "monthly_budget_usd"),
-    (["k", "--monthly-budget-usd", "inf"], "monthly_budget_usd"),
-    (["k", "--monthly-budget-usd", "1e20"], "monthly_budget_usd"),
-    (["k", "--monthly-budget-usd", "-1"], "monthly_budget_usd"),
-    (["k", "--monthly-budget-usd", "0.001"], "monthly_budget_usd"),
-    (["  "], "name"),
-    (["n" * 300], "name"),
-])
-def test_create_api_key_refuses_what_the_admin_would_refuse(args, message, capsys):
-    with pytest.raises(CommandError, match=message):
-        call_command("create_api_key", *args)
-    assert not ApiKey.objects.exists() and capsys.readouterr().out == ""
-
-
-def test_create_api_key_with_a_budget(capsys):
-    call_command("create_api_key", " team-a ", "--monthly-budget-usd", "12.50")
-    key = ApiKey.objects.get()
-    assert key.name == "team-a" and key.monthly_budget_usd == Decimal("12.50")
-    assert capsys.readouterr().out.strip().startswith("cry_")
-
-
-def test_admin_key_form_refuses_a_negative_budget(staff):
-    response = staff.post("/admin/crystallise/apikey/add/", {"name": "neg", "monthly_budget_usd": "-1", "is_active": "on"})
-    assert response.status_code == 200 and not ApiKey.objects.filter(name="neg").exists()
-    assert "greater than or equal to 0" in response.content.decode()
-
-
-def test_admin_static_files_are_served_by_whitenoise_with_debug_off(settings, tmp_path):
-    settings.DEBUG = False
-    settings.STATIC_ROOT = tmp_path / "static"
-    settings.STORAGES = {**settings.STORAGES,
-                         "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"}}
-    call_command("collectstatic", "--noinput", verbosity=0)
-    response = Client().get("/static/admin/css/base.css")  # a new client loads the middleware, which scans STATIC_ROOT
-    assert response.status_code == 200
-    assert b"".join(response.streaming_content).startswith(b"@import") or response["Content-Type"].startswith("text/css")
-    assert Client().get("/static/admin/css/no-such-file.css").status_code == 404

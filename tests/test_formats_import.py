@@ -1,4 +1,4 @@
-"""Import/export of bibliographic records (`crystallise.formats`).
+"""Reading bibliographic records (`crystallise.formats`): the real datasets, RIS, MEDLINE, CSV, JSON Lines and JSON.
 
 Fixtures in `tests/fixtures/` are real records (titles, abstracts, authors,
 MeSH keywords) from the Cohen 2006 datasets in `shared/data/cohen_2006`
@@ -14,27 +14,12 @@ import json
 from pathlib import Path
 
 import pytest
-import rispy
 
-from crystallise.errors import PayloadTooLarge, ValidationError
-from crystallise.formats import (
-    decode_text,
-    detect_format,
-    iter_papers,
-    normalize_papers,
-    parse_papers,
-)
-from crystallise.formats.csvfile import dump_csv
-from crystallise.formats.jsonl import dump_jsonl
-from crystallise.formats.ris import dump_ris
+from crystallise.errors import ValidationError
+from crystallise.formats import detect_format, normalize_papers, parse_papers
+from tests.formats_support import error_of, fixture
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cohen_2006"
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def fixture(name: str) -> bytes:
-    return (FIXTURES / name).read_bytes()
 
 
 def cohen(name: str) -> bytes:
@@ -47,12 +32,6 @@ def cohen(name: str) -> bytes:
 def cohen_rows(name: str) -> dict[str, dict]:
     text = cohen(name).decode("utf-8")
     return {row["pubmedID"]: row for row in csv.DictReader(io.StringIO(text))}
-
-
-def error_of(data, **kwargs) -> ValidationError:
-    with pytest.raises(ValidationError) as info:
-        parse_papers(data, **kwargs)
-    return info.value
 
 
 # --------------------------------------------------------------------------
@@ -312,200 +291,3 @@ def test_normalize_papers_for_json_bodies():
     with pytest.raises(ValidationError) as info:
         normalize_papers([{"id": "a"}, {"id": "a"}])
     assert info.value.errors["papers"][0].startswith("duplicate paper id 'a'")
-
-
-# --------------------------------------------------------------------------
-# Common validation
-
-
-def test_duplicate_ids_are_listed_up_to_ten():
-    rows = "".join(f"dup{i % 12},T{i}\n" for i in range(30))
-    err = error_of(f"id,title\n{rows}".encode(), filename="p.csv")
-    assert err.status_code == 400
-    assert "12 paper id(s) occur more than once" in err.detail
-    listed = err.errors["papers_file"]
-    assert len(listed) == 11 and listed[-1] == "... and 2 more duplicate id(s)"
-    assert listed[0].startswith(
-        "duplicate paper id 'dup0' (CSV row 1 (line 2), CSV row 13"
-    )
-    body = err.as_body()
-    assert body["error_category"] == "validation" and "errors" in body
-
-
-def test_blank_id_is_rejected():
-    data = b'{"id": "  ", "title": "A"}\n'
-    assert "missing paper id" in error_of(data, filename="p.jsonl").detail
-
-
-def test_max_records_stops_early():
-    # Row 6 is broken: hitting it would mean the limit was checked too late.
-    rows = [f"{i},T{i},2001" for i in range(5)] + ["bad,T,not a year"]
-    rows += [f"x{i},T,2001" for i in range(10_000)]
-    data = ("id,title,year\n" + "\n".join(rows)).encode()
-    err = error_of(data, filename="p.csv", max_records=5)
-    assert "more than 5" in err.detail
-    assert len(parse_papers(data[: data.index(b"bad")], max_records=5)) == 5
-
-
-def test_iter_papers_raises_file_errors_before_iterating():
-    with pytest.raises(ValidationError):
-        iter_papers(b"")
-    stream = iter_papers(fixture("papers.csv"), filename="papers.csv")
-    assert next(stream)["id"] == "pmid:12090443"
-
-
-def test_max_bytes_is_payload_too_large():
-    with pytest.raises(PayloadTooLarge) as info:
-        parse_papers(fixture("papers.csv"), max_bytes=100)
-    assert info.value.status_code == 413
-    assert info.value.as_body()["error_category"] == "validation"
-
-
-# --------------------------------------------------------------------------
-# Not text, bad text
-
-
-def test_png_renamed_to_ris():
-    data = PNG_MAGIC + bytes(range(256)) * 4
-    err = error_of(data, filename="papers.ris")
-    assert err.detail == "not a text file (looks like PNG)"
-    assert err.errors == {"papers_file": ["not a text file (looks like PNG)"]}
-
-
-def test_binary_without_magic():
-    data = bytes(range(32)) * 100
-    assert error_of(data, filename="p.csv").detail.startswith("not a text file")
-
-
-def test_utf16_is_rejected_with_advice():
-    data = "id,title\n1,A\n".encode("utf-16")
-    assert "UTF-16" in error_of(data).detail
-
-
-def test_nul_byte_offset():
-    data = b"id,title\n1,A\x00B\n"
-    err = error_of(data, filename="p.csv")
-    assert "NUL byte at offset 12" in err.detail
-
-
-def test_invalid_utf8_names_offset_and_line():
-    data = b"id,title\n1,Caf\xe9\n"  # Latin-1 "é"
-    err = error_of(data, filename="p.csv")
-    assert "not valid UTF-8" in err.detail
-    assert "byte 0xE9 at offset 14 (line 2)" in err.detail
-    # The offset counts the BOM, so it matches what a hex editor shows.
-    assert "offset 17" in error_of(b"\xef\xbb\xbf" + data, filename="p.csv").detail
-
-
-def test_bom_is_tolerated():
-    assert decode_text(b"\xef\xbb\xbfTY  - JOUR\n") == "TY  - JOUR\n"
-    data = b"\xef\xbb\xbf" + fixture("papers.nbib")
-    assert len(parse_papers(data)) == 3
-
-
-@pytest.mark.parametrize("data", [b"", b"  \n\r\n\t", b"\xef\xbb\xbf"])
-def test_empty_file(data):
-    assert error_of(data, filename="p.ris").detail == "the file is empty"
-
-
-def test_xml_is_rejected():
-    data = b'<?xml version="1.0"?>\n<PubmedArticleSet></PubmedArticleSet>\n'
-    assert "XML" in error_of(data, filename="pubmed.xml").detail
-
-
-# --------------------------------------------------------------------------
-# Exporters
-
-
-def result_rows():
-    papers = parse_papers(fixture("papers.ris"), filename="papers.ris")
-    decisions = ["include", "exclude", None, "exclude", "include"]
-    scores = {"include": 1.0, "exclude": 0.0, None: None}
-    rows = []
-    for paper, decision in zip(papers, decisions, strict=True):
-        rows.append(
-            {
-                **paper,
-                "decision": decision,
-                "score": scores[decision],
-                "needs_review": decision is None,
-                "reasoning": "Meets P and I.\nER  - would end the record",
-                "error": "upstream timeout" if decision is None else None,
-            }
-        )
-    return papers, rows
-
-
-def test_dump_ris_round_trip():
-    papers, rows = result_rows()
-    chunks = list(dump_ris(iter(rows)))
-    assert len(chunks) == len(rows)  # one record per chunk: streamable
-    entries = rispy.loads("".join(chunks))
-    assert [e["id"] for e in entries] == [p["id"] for p in papers]
-    assert [e["title"] for e in entries] == [p["title"] for p in papers]
-    assert entries[0]["abstract"] == papers[0]["abstract"]
-    assert entries[0]["year"] == "1999"
-    assert entries[0]["doi"] == "10.5555/crystallise-fixture.1"
-    assert "crystallise:include" in entries[0]["keywords"]
-    assert "crystallise:exclude" in entries[1]["keywords"]
-    assert {"crystallise:error", "crystallise:needs_review"} <= set(
-        entries[2]["keywords"]
-    )
-    notes = entries[0]["notes"]
-    assert "crystallise reasoning: Meets P and I. ER - would end the record" in notes
-    assert any(n == "crystallise error: upstream timeout" for n in entries[2]["notes"])
-    # Re-importing our export gives the papers back, without the verdicts.
-    assert parse_papers("".join(chunks).encode()) == papers
-
-
-def test_dump_csv_round_trip():
-    papers, rows = result_rows()
-    columns = [
-        "paper_id",
-        "id",
-        "title",
-        "keywords",
-        "decision",
-        "score",
-        "needs_review",
-    ]
-    rows = [{**row, "paper_id": row["id"]} for row in rows]
-    lines = list(dump_csv(iter(rows), columns))
-    assert len(lines) == len(rows) + 1
-    parsed = list(csv.reader(io.StringIO("".join(lines), newline="")))
-    assert parsed[0] == columns
-    assert [r[0] for r in parsed[1:]] == [p["id"] for p in papers]
-    assert [r[2] for r in parsed[1:]] == [p["title"] for p in papers]
-    assert parsed[1][3].split("; ") == papers[0]["keywords"]
-    assert parsed[3][4:] == ["", "", "true"]
-    # Our CSV export reads back as papers.
-    reread = parse_papers("".join(lines).encode(), filename="results.csv")
-    assert [p["id"] for p in reread] == [p["id"] for p in papers]
-
-
-def test_dump_jsonl_round_trip():
-    papers, rows = result_rows()
-    rows[0]["reasoning"] = "line\u2028separator"
-    lines = list(dump_jsonl(rows))
-    assert all(line.endswith("\n") and line.count("\n") == 1 for line in lines)
-    assert "".join(lines).splitlines() == [line.rstrip("\n") for line in lines]
-    assert json.loads(lines[0])["reasoning"] == "line\u2028separator"
-    assert parse_papers("".join(lines).encode(), filename="r.jsonl") == papers
-
-
-@pytest.mark.parametrize(("name", "content", "message"), [
-    ("papers.csv", "id,title,abstarct\n1,T,A randomized trial\n", "CSV column 'abstarct' looks like a misspelling of 'abstract'"),
-    ("papers.jsonl", '{"id": "j1", "title": "T", "abstarct": "typo"}\n', "line 1: field 'abstarct' looks like a misspelling of 'abstract'"),
-    ("papers.json", '[{"id": "j1", "titel": "T", "abstract": "A"}]', "field 'titel' looks like a misspelling of 'title'"),
-])
-def test_a_misspelt_field_in_a_file_is_refused_not_dropped(name, content, message):
-    with pytest.raises(ValidationError) as info:
-        parse_papers(content.encode(), filename=name)
-    assert message in info.value.detail
-
-
-def test_extra_columns_and_keys_that_are_not_typos_are_ignored():
-    csv_text = "id,title,abstract,authors,journal,label_included\n1,T,A trial,Doe J,Lancet,1\n"
-    assert parse_papers(csv_text.encode(), filename="p.csv")[0]["abstract"] == "A trial"
-    jsonl = '{"id": "1", "title": "T", "abstract": "A trial", "authors": ["Doe J"], "uid": 5}\n'
-    assert parse_papers(jsonl.encode(), filename="p.jsonl")[0]["title"] == "T"
