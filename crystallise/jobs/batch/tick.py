@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from typing import Any, Protocol
 
 from django.conf import settings
 from django.db import transaction
@@ -30,6 +31,7 @@ from crystallise.jobs.batch.book import Book, Runs, custom_id, position_of, runs
 from crystallise.jobs.models import BaseJob, JobStatus
 from crystallise.jobs.runner import JobKind, Outcome, conclude, record_discarded_usage, usage_updates, write_outcomes
 from crystallise.llm.backends import is_billable
+from crystallise.llm.base import CallOptions, LLMResult
 from crystallise.llm.batches import (
     MAX_FILE_BYTES,
     MAX_REQUESTS,
@@ -46,6 +48,21 @@ LOAD_CHUNK = 1000
 WRITE_CHUNK = 1000
 
 
+class BatchKind(JobKind, Protocol):
+    """What the batch lane needs of a job kind beyond the runner's `JobKind` (`process` is their composition)."""
+
+    options: CallOptions  # set by `prepare`: the answer schema collected lines are validated against
+
+    def request(self, job: BaseJob, item: Any) -> tuple[list[dict], CallOptions] | Outcome:
+        """The call for `item`, or its outcome when it is decided without one."""
+
+    def outcome(self, job: BaseJob, item: Any, answer: LLMResult | LLMError) -> Outcome:
+        """The item's result from an answer, or from the error that stands instead of one."""
+
+    def items_at(self, job: BaseJob, positions: list[int]) -> list[Any]:
+        """The items at `positions` without a result yet."""
+
+
 class LeaseLost(Exception):
     """The tick no longer owns the job (cancelled, superseded): stop without writing."""
 
@@ -56,7 +73,7 @@ def enqueued_token_limit(model: str) -> int:
 
 
 class BatchTick:
-    def __init__(self, kind: JobKind, job: BaseJob, token: uuid.UUID, api_key: str | None) -> None:
+    def __init__(self, kind: BatchKind, job: BaseJob, token: uuid.UUID, api_key: str | None) -> None:
         self.kind = kind
         self.job = job
         self.model = kind.job_model
