@@ -40,7 +40,7 @@ from crystallise.llm.batches import (
     read_output,
     request_line,
 )
-from crystallise.tokens import count_message_tokens
+from crystallise.tokens import TOKENS_PER_MESSAGE, TOKENS_PER_REPLY, get_encoding
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +86,7 @@ class BatchTick:
         self.max_rounds = 1 if job.fallback == "online" else settings.CRYSTALLISE_BATCH_MAX_ROUNDS
         self.max_requests = min(MAX_REQUESTS, settings.CRYSTALLISE_BATCH_MAX_REQUESTS)
         self.fatal: tuple[str, str] | None = None
+        self.system_tokens: dict[str, int] = {}
 
     # --- ownership and writes ------------------------------------------------
     def owned(self):
@@ -299,7 +300,7 @@ class BatchTick:
                     continue
                 messages, options = request
                 line = request_line(custom_id(position), messages, options)
-                cost = count_message_tokens(messages)
+                cost = self.prompt_tokens(messages)
                 if chunk and (len(chunk) >= self.max_requests or size + len(line) > MAX_FILE_BYTES
                               or tokens + cost > budget):
                     created += self.send(chunk, tries)
@@ -325,6 +326,19 @@ class BatchTick:
         if direct:
             self.store(direct)
         return created
+
+    def prompt_tokens(self, messages: list[dict]) -> int:
+        """`count_message_tokens`, with the system prompt (the same for every item) counted once per tick."""
+        total = TOKENS_PER_REPLY
+        for message in messages:
+            content = str(message.get("content") or "")
+            known = self.system_tokens.get(content) if message.get("role") == "system" else None
+            if known is None:
+                known = len(get_encoding().encode(content, disallowed_special=()))
+                if message.get("role") == "system":
+                    self.system_tokens[content] = known
+            total += TOKENS_PER_MESSAGE + known
+        return total
 
     def send(self, chunk: list[tuple[int, bytes, int]], tries: dict[int, int]) -> int:
         positions = [p for p, _, _ in chunk]
