@@ -255,3 +255,17 @@ def test_a_batch_whose_create_reply_was_lost_is_found_not_created_again(api, fak
     body = drive(api, run_queue, job["id"])
     assert body["status"] == "completed" and body["progress"]["screened"] == 4, body
     assert fake_openai.batches.stats["batches"] == 1 and body["batches"][0]["id"].startswith("batch_")
+
+
+def test_the_poll_schedule_is_installed_by_the_migrations():
+    import importlib
+
+    from django.apps import apps
+    from django_q.models import Schedule
+
+    # The test database is flushed between tests: run the migration's function again, twice (idempotent).
+    migration = importlib.import_module("screening.migrations.0007_batch_lane")
+    migration.create_schedule(apps, None)
+    migration.create_schedule(apps, None)
+    schedule = Schedule.objects.get(name="crystallise.poll_batches")
+    assert schedule.func == "crystallise.tasks.poll_batches" and schedule.minutes == 1 and schedule.repeats == -1
