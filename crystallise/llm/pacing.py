@@ -42,9 +42,9 @@ WINDOW_MARGIN = 1.25
 WINDOW_SLACK = 4
 # A 429 lowers the rate by this factor (at most once a second: one burst of refusals is one signal, and
 # not below BACKOFF_FLOOR); answers give it back at BACKOFF_RECOVERY per second.
-BACKOFF_STEP = 0.85
+BACKOFF_STEP = 0.9
 BACKOFF_FLOOR = 0.25
-BACKOFF_RECOVERY = 0.05
+BACKOFF_RECOVERY = 0.1
 # Until answers calibrate it: o200k tokens per character of English prompt, on the safe side.
 INITIAL_TOKENS_PER_CHAR = 0.35
 
@@ -159,10 +159,11 @@ class Pacer:
         self._request_tat = 0.0  # GCRA "theoretical arrival times"
         self._token_tat = 0.0
         self._paused_until = 0.0
-        self._in_flight: dict[int, float] = {}
+        self._in_flight: dict[int, tuple[float, bool]] = {}  # ticket -> (started, paced under a known limit)
         self._ticket = 0
         self._first_call: float | None = None
         self._aimd_window: float | None = None  # set by a 429 while no limit is known
+        self._aimd_at = -math.inf
         self._unadvertised = False  # an answer came without any limit
 
     # --- rates -------------------------------------------------------------
@@ -189,7 +190,7 @@ class Pacer:
         rate = self.calls_per_second()
         if rate is not None:
             # Before the first answer the latency is at least the age of the oldest call in flight.
-            oldest = now - next(iter(self._in_flight.values()), now)
+            oldest = now - next(iter(self._in_flight.values()), (now, False))[0]
             target = rate * max(self.latency or 0.0, oldest) * WINDOW_MARGIN + WINDOW_SLACK
         elif self._aimd_window is not None:
             target = self._aimd_window
@@ -197,7 +198,8 @@ class Pacer:
             target = self.ceiling
         else:
             started = self._first_call if self._first_call is not None else now
-            target = min(SLOW_START_MAX, INITIAL_WINDOW * 2 ** ((now - started) / SLOW_START_SECONDS))
+            # Blind: this client's share of it (jobs starting together on one key start as one).
+            target = self.share * min(SLOW_START_MAX, INITIAL_WINDOW * 2 ** ((now - started) / SLOW_START_SECONDS))
         return max(1, min(self.ceiling, int(target)))
 
     # --- one call ----------------------------------------------------------
@@ -213,13 +215,10 @@ class Pacer:
             if now < self._paused_until:
                 await asyncio.sleep(self._paused_until - now)
                 continue
-            if now >= self.share_expires:
-                await asyncio.sleep(0.05)  # the share lapsed: nothing starts until the limiter renews it
+            if now >= self.share_expires or self.share <= 0:
+                await asyncio.sleep(0.05)  # no share, or it lapsed: nothing starts until the limiter grants one
                 continue
             rps, tps = self.requests_per_second(), self.tokens_per_second()
-            if rps == 0 or tps == 0:
-                await asyncio.sleep(0.05)  # no share of a known limit (yet): wait for the limiter to grant one
-                continue
             start = max(now, self._request_tat - BURST_SECONDS if rps else now,
                         self._token_tat - BURST_SECONDS if tps else now)
             if rps:
@@ -235,13 +234,13 @@ class Pacer:
         self.tokens += cost_tokens
         self.cost_average = cost_tokens if self.cost_average is None else 0.98 * self.cost_average + 0.02 * cost_tokens
         self._ticket += 1
-        self._in_flight[self._ticket] = time.monotonic()
+        self._in_flight[self._ticket] = (time.monotonic(), self.limit_requests is not None or self.limit_tokens is not None)
         return self._ticket
 
     def answered(self, ticket: int, headers, *, prompt_chars: int = 0, prompt_tokens: int = 0) -> None:
-        started = self._in_flight.pop(ticket, None)
-        if started is not None:
-            elapsed = time.monotonic() - started
+        call = self._in_flight.pop(ticket, None)
+        if call is not None:
+            elapsed = time.monotonic() - call[0]
             self.latency = elapsed if self.latency is None else 0.9 * self.latency + 0.1 * elapsed
         if prompt_chars > 0 and prompt_tokens > 0:
             # A moving average: per-call errors even out, HEADROOM covers what is left.
@@ -257,15 +256,17 @@ class Pacer:
         self.observe(headers)
 
     def failed(self, ticket: int, headers, *, rate_limited: bool, retry_after: float | None) -> None:
-        self._in_flight.pop(ticket, None)
+        call = self._in_flight.pop(ticket, None)
         if rate_limited:
             self.refused += 1
             self._paused_until = max(self._paused_until, time.monotonic() + (retry_after or 1.0))
             now = time.monotonic()
-            if now - self._backoff_at >= 1.0:
+            # Refusals of calls sent before any limit was known only teach the limit; past it, slow down.
+            if (call is None or call[1]) and now - self._backoff_at >= 1.0:
                 self.backoff = max(BACKOFF_FLOOR, self.backoff * BACKOFF_STEP)
                 self._backoff_at = self._recovered_at = now
-            if self.limit_requests is None and self.limit_tokens is None:
+            if self.limit_requests is None and self.limit_tokens is None and now - self._aimd_at >= 1.0:
+                self._aimd_at = now
                 self._aimd_window = max(1.0, (self._aimd_window or float(self.target_concurrency())) / 2)
         self.observe(headers)
 
