@@ -3,6 +3,8 @@ tier, cost at the tier each answer says it used; and the per-lane costs operator
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import date
 from decimal import Decimal
 
@@ -58,7 +60,7 @@ def test_flex_without_capacity_backs_off_then_uses_the_default_tier(api, fake_op
     assert abs(ScreeningJob.objects.get(pk=job["id"]).cost_usd - expected) <= Decimal("0.00000004")
 
 
-def test_costs_page_splits_spend_by_lane(api, fake_openai, run_queue, settings):
+def test_costs_page_and_job_list_show_the_lane(api, staff, fake_openai, run_queue, settings):
     settings.CRYSTALLISE_BATCH_POLL_SECONDS = 0
     flex_job(api)
     api.post(URL, {"criteria": CRITERIA, "papers": PAPERS, "mode": "batch"}, format="json")
@@ -67,3 +69,9 @@ def test_costs_page_splits_spend_by_lane(api, fake_openai, run_queue, settings):
     report = spend_report(start=today, end=today)
     assert {row.label: row.jobs for row in report.by_lane} == {"online (flex)": 1, "batch": 1}
     assert isinstance(report.start, date)
+    html = staff.get("/admin/costs/").content.decode()
+    assert 'id="costs-by-lane"' in html and "online (flex)" in html
+    rows = list(csv.reader(io.StringIO(staff.get("/admin/costs/", {"format": "csv"}).content.decode())))
+    assert {r[1] for r in rows if r[0] == "lane"} == {"online (flex)", "batch"}
+    listing = staff.get("/admin/screening/screeningjob/", {"mode": "batch"}).content.decode()
+    assert listing.count(">batch<") == 1 and "online (flex)" not in listing
