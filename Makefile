@@ -41,5 +41,7 @@ bench-smoke: install
 	../$(PY) overhead.py --papers 200 && \
 	../$(PY) cost.py --papers 100 && \
 	../$(PY) ratelimit.py --rpm 1200 --papers 60 --latency 0.02 && \
+	../$(PY) ratelimit.py --rpm 6000 --tpm 600000 --papers 60 --latency 0.02 && \
+	../$(PY) shared_limit.py --papers 60 --latency 0.02 --rpm 3000 && \
 	../$(PY) polling.py --papers 300 --clients 10 --seconds 2 --web-workers 2 && \
 	../$(PY) scale.py --papers 500 --small 100
