@@ -18,7 +18,8 @@ non-200 answers going to the error file. Injected failures, one `script` entry p
 
 `p_line_error` makes each line fail with `line_error_status` on its own (seeded by the
 server's seed); `enqueued_token_limit` fails (token_limit_exceeded) a batch that would put more
-prompt tokens in flight than that; `lose_create_replies` creates batches but answers 500. Cancelling moves a batch to cancelling, then cancelled with
+prompt tokens in flight than that; `lose_create_replies` creates batches but answers 500;
+`fail_uploads` answers uploads with 500. Cancelling moves a batch to cancelling, then cancelled with
 the first `cancel_done` fraction of its lines answered.
 """
 
@@ -52,6 +53,7 @@ class BatchConfig:
     cancel_done: float = 0.5
     shuffle: bool = True  # output lines in another order than the input's, as the provider may
     lose_create_replies: int = 0  # the next N creates make the batch but answer 500 (a reply lost on the way)
+    fail_uploads: int = 0  # the next N file uploads answer 500
 
     def update(self, changes: dict[str, Any]) -> None:
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
@@ -123,6 +125,9 @@ class FakeBatches:
         if self._key(request) is None:
             return self._unauthorized()
         raw = await request.body()
+        if self.config.fail_uploads > 0:
+            self.config.fail_uploads -= 1
+            return _error(500, "The server had an error while processing your request.")
         message = BytesParser(policy=default_policy).parsebytes(
             b"Content-Type: " + request.headers.get("content-type", "").encode() + b"\r\n\r\n" + raw)
         fields: dict[str, Any] = {}

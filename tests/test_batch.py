@@ -269,3 +269,21 @@ def test_the_poll_schedule_is_installed_by_the_migrations():
     migration.create_schedule(apps, None)
     schedule = Schedule.objects.get(name="crystallise.poll_batches")
     assert schedule.func == "crystallise.tasks.poll_batches" and schedule.minutes == 1 and schedule.repeats == -1
+
+
+def test_a_failed_upload_is_retried_at_the_next_poll(api, fake_openai, run_queue):
+    fake_openai.batches.config.fail_uploads = 1
+    job = submit(api).json()
+    run_queue()
+    body = api.get(f"{URL}/{job['id']}").json()
+    assert body["status"] == "running" and body["batches"] == []
+    body = drive(api, run_queue, job["id"])
+    assert body["status"] == "completed" and len(body["batches"]) == 1, body
+
+
+def test_a_rejected_key_fails_the_job(api, fake_openai, run_queue):
+    job = submit(api).json()
+    fake_openai.config.valid_keys = {"sk-some-other-key"}
+    run_queue()
+    body = api.get(f"{URL}/{job['id']}").json()
+    assert body["status"] == "failed" and body["error_category"] == "auth" and body["batches"] == []

@@ -87,6 +87,8 @@ class BatchTick:
         self.max_requests = min(MAX_REQUESTS, settings.CRYSTALLISE_BATCH_MAX_REQUESTS)
         self.fatal: tuple[str, str] | None = None
         self.system_tokens: dict[str, int] = {}
+        # A provider call failed transiently: the job waits for the next tick instead of concluding.
+        self.retry_later = False
 
     # --- ownership and writes ------------------------------------------------
     def owned(self):
@@ -139,7 +141,7 @@ class BatchTick:
                     break  # what was just submitted is in the provider's hands
             if self.cancelled:
                 return None
-            if self.fatal is None and self.book.open():
+            if self.fatal is None and (self.book.open() or self.retry_later):
                 return None
             if self.fatal is None and self.job.fallback == "online" and self.kind.pending_items(self.job, -1, 1):
                 from crystallise.jobs.online import OnlineStrategy
@@ -374,6 +376,7 @@ class BatchTick:
     def failed_call(self, exc: LLMError, what: str) -> None:
         if exc.category == Category.AUTH:
             self.fatal = (Category.AUTH, exc.detail)
+        self.retry_later = True  # the items stay unsent; the next tick tries again
         logger.warning("Job %s: %s failed: %s", self.job.pk, what, exc.detail)
 
     def cancel_open(self) -> None:
