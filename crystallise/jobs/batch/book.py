@@ -12,6 +12,8 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable
 
+from crystallise.errors import Category, LLMError
+
 
 def custom_id(position: int) -> str:
     return f"p{position}"
@@ -92,3 +94,33 @@ class Book:
             for position in Runs(entry["runs"]).positions():
                 counts[position] = counts.get(position, 0) + 1
         return counts
+
+
+def refused_lines(entry: dict, state) -> dict[int, LLMError]:
+    """The items whose input lines a failed batch named as invalid: a permanent error each."""
+    if state.status != "failed":
+        return {}
+    out = {}
+    positions = list(Runs(entry["runs"]).positions())
+    for text in state.errors:
+        if "(line " in text:
+            try:
+                line = int(text.rsplit("(line ", 1)[1].rstrip(")"))
+            except ValueError:
+                continue
+            if 1 <= line <= len(positions):
+                out[positions[line - 1]] = LLMError(f"The batch refused this request: {text}"[:500],
+                                                    category=Category.VALIDATION, permanent=True)
+    return out
+
+
+def unanswered(entry: dict) -> LLMError:
+    """Why an item of an ended batch has no answer (transient: it can go into a new batch)."""
+    status = entry.get("status")
+    if status == "failed":
+        detail = f"The batch failed at validation: {entry.get('error') or 'no reason given'}."
+        category = Category.RATE_LIMIT if "token" in (entry.get("error") or "") else Category.UPSTREAM
+    else:
+        detail = f"The batch ended ({status}) without answering this paper."
+        category = Category.UPSTREAM
+    return LLMError(detail[:500], category=category, permanent=False)

@@ -27,7 +27,7 @@ from django.utils import timezone
 from crystallise.config import BATCH_ENQUEUED_TOKEN_LIMIT
 from crystallise.errors import Category, LLMError
 from crystallise.jobs import lifecycle
-from crystallise.jobs.batch.book import Book, Runs, custom_id, position_of, runs_of
+from crystallise.jobs.batch.book import Book, Runs, custom_id, position_of, refused_lines, runs_of, unanswered
 from crystallise.jobs.models import BaseJob, JobStatus
 from crystallise.jobs.runner import JobKind, Outcome, conclude, record_discarded_usage, usage_updates, write_outcomes
 from crystallise.llm.backends import is_billable
@@ -215,7 +215,7 @@ class BatchTick:
         except LLMError as exc:
             logger.warning("Job %s: downloading batch %s failed: %s", self.job.pk, entry["id"], exc.detail)
             return  # collected at the next tick
-        bad_lines = self.bad_lines(entry, state)
+        bad_lines = refused_lines(entry, state)
         tries = self.book.tries(exclude=entry)
         runs = Runs(entry["runs"])
         outcomes: list[Outcome] = []
@@ -228,7 +228,7 @@ class BatchTick:
                 if answer is not None and answer.result is not None:
                     outcomes.append(self.kind.outcome(self.job, item, answer.result))
                     continue
-                error = answer.error if answer is not None else bad_lines.get(position) or self.missing(entry)
+                error = answer.error if answer is not None else bad_lines.get(position) or unanswered(entry)
                 if error.permanent:
                     outcomes.append(self.kind.outcome(self.job, item, error))
                     continue
@@ -241,34 +241,6 @@ class BatchTick:
         self.store(outcomes, entry)
         if billed:
             record_discarded_usage(self.job, billed)
-
-    def bad_lines(self, entry: dict, state) -> dict[int, LLMError]:
-        """Input lines a failed batch named as invalid (permanent errors of those items)."""
-        if state.status != "failed":
-            return {}
-        out = {}
-        positions = list(Runs(entry["runs"]).positions())
-        for text in state.errors:
-            if "(line " in text:
-                try:
-                    line = int(text.rsplit("(line ", 1)[1].rstrip(")"))
-                except ValueError:
-                    continue
-                if 1 <= line <= len(positions):
-                    out[positions[line - 1]] = LLMError(f"The batch refused this request: {text}"[:500],
-                                                        category=Category.VALIDATION, permanent=True)
-        return out
-
-    @staticmethod
-    def missing(entry: dict) -> LLMError:
-        status = entry.get("status")
-        if status == "failed":
-            detail = f"The batch failed at validation: {entry.get('error') or 'no reason given'}."
-            category = Category.RATE_LIMIT if "token" in (entry.get("error") or "") else Category.UPSTREAM
-        else:
-            detail = f"The batch ended ({status}) without answering this paper."
-            category = Category.UPSTREAM
-        return LLMError(detail[:500], category=category, permanent=False)
 
     # --- submitting ---------------------------------------------------------------
     def submit(self) -> int:
