@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -66,6 +67,7 @@ class Stack:
         stop(self.web)
         stop(self.worker)
         self.server.destroy()
+        shutil.rmtree(self.tmp, ignore_errors=True)  # the logs (failing assertions quote what they need)
 
     def job(self, job_id: str) -> dict:
         status, _, body = http("GET", f"{self.url}/v1/screening/jobs/{job_id}", headers=KEY)
