@@ -25,6 +25,8 @@ class Backend:
     billable: bool
     # Calls need an OpenAI key (request header or server key).
     needs_key: bool
+    # Answers come from no language model (demos): reports must not present them as a model's.
+    offline: bool
     # "module:Class" of the client; imported on first use (the SDK takes about a second to import).
     client_path: str
     description: str
@@ -43,11 +45,11 @@ class Backend:
 
 
 OPENAI = Backend(
-    name="openai", billable=True, needs_key=True, client_path="crystallise.llm.openai_client:OpenAIClient",
+    name="openai", billable=True, needs_key=True, offline=False, client_path="crystallise.llm.openai_client:OpenAIClient",
     description="the official SDK against OpenAI or any OpenAI-compatible endpoint",
 )
 MOCK = Backend(
-    name="mock", billable=False, needs_key=False, client_path="crystallise.llm.mock:MockClient",
+    name="mock", billable=False, needs_key=False, offline=True, client_path="crystallise.llm.mock:MockClient",
     description="offline, deterministic, free answers for demos",
 )
 
