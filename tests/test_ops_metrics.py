@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
@@ -151,12 +148,12 @@ def test_metrics_never_show_a_secret(api, fake_openai, run_queue):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_calls_made_by_a_separate_worker_process_reach_the_web_metrics(api, fake_openai):
+def test_calls_made_by_a_separate_worker_process_reach_the_web_metrics(api, fake_openai, tmp_path):
     from tests.workers import database_url
 
     n = 5
     env = service_env(database_url(), fake_openai.base_url, SERVER_OPENAI_KEY)
-    log = Path(tempfile.mkdtemp()) / "qcluster.log"
+    log = tmp_path / "qcluster.log"
     worker = start_qcluster(env, log)
     try:
         job_id = api.post(JOBS, {"criteria": CRITERIA, "papers": papers(n)}, format="json").json()["id"]
