@@ -43,5 +43,6 @@ bench-smoke: install
 	../$(PY) ratelimit.py --rpm 1200 --papers 60 --latency 0.02 && \
 	../$(PY) ratelimit.py --rpm 6000 --tpm 600000 --papers 60 --latency 0.02 && \
 	../$(PY) shared_limit.py --papers 60 --latency 0.02 --rpm 3000 && \
+	../$(PY) batch.py --papers 500 --chunk 125 --cost-papers 100 && \
 	../$(PY) polling.py --papers 300 --clients 10 --seconds 2 --web-workers 2 && \
 	../$(PY) scale.py --papers 500 --small 100

@@ -165,14 +165,15 @@ def main() -> None:
     parser.add_argument("--part", choices=["cost", "resilience", "restart", "all"], default="all")
     parser.add_argument("--papers", type=int, default=10_000, help="papers of the resilience run")
     parser.add_argument("--chunk", type=int, default=2_500, help="requests per batch in the resilience run")
+    parser.add_argument("--cost-papers", type=int, default=1_000, help="papers of the cost run")
     args = parser.parse_args()
     if args.part == "all":
         # One process per part: each sets Django up on its own fresh database.
         for part in ("cost", "resilience", "restart"):
             subprocess.run([sys.executable, __file__, "--part", part, "--papers", str(args.papers),
-                            "--chunk", str(args.chunk)], check=True)
+                            "--chunk", str(args.chunk), "--cost-papers", str(args.cost_papers)], check=True)
         return
-    run = {"cost": lambda: cost(1000), "resilience": lambda: resilience(args.papers, args.chunk),
+    run = {"cost": lambda: cost(args.cost_papers), "resilience": lambda: resilience(args.papers, args.chunk),
            "restart": lambda: restart(1000)}[args.part]
     write_results(f"batch_{args.part}", run())
 
