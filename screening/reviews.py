@@ -14,12 +14,12 @@ import json
 import re
 from collections.abc import Iterator
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from crystallise.auth import Caller
-from crystallise.errors import PayloadTooLarge, ValidationError
+from crystallise.errors import NotFoundError, PayloadTooLarge, ValidationError
 from crystallise.formats import decode_text
 from screening.models import HumanReview, Paper, ReviewState, ScreeningJob, ScreeningResult
 
@@ -177,6 +177,17 @@ def reviews_record(*, job: ScreeningJob, caller: Caller, reviews: list[dict]) ->
     """
     results = _resolve(job, reviews)
     ids = sorted({results[review["paper_id"]] for review in reviews})
+    try:
+        return _record(job, caller, reviews, results, ids)
+    except IntegrityError:
+        # The job (and its results) was deleted between the checks and the writes: nothing was stored.
+        if ScreeningJob.objects.filter(pk=job.pk).exists():
+            raise
+        raise NotFoundError("Screening job not found: it was deleted while the reviews were being recorded; "
+                            "nothing was stored.") from None
+
+
+def _record(job: ScreeningJob, caller: Caller, reviews: list[dict], results: dict, ids: list) -> tuple[int, int]:
     recorded: list[HumanReview] = []
     with transaction.atomic():
         for chunk in _chunks(ids):

@@ -272,3 +272,24 @@ def test_concurrent_calls_on_the_same_papers_lose_no_decision(job):
     for state in ReviewState.objects.filter(job_id=job["id"]):
         assert set(state.reviewers) == {"alice", "bob", "carol", "dan"} and state.conflict is True
     assert HumanReview.objects.filter(job_id=job["id"]).count() == 12
+
+
+def test_a_job_deleted_while_its_reviews_are_recorded_is_404_and_nothing_is_stored(api, job, monkeypatch):
+    """DELETE wins the race between the review call's checks and its writes: 404 in the error shape, not 500."""
+    from screening import reviews as reviews_module
+    from screening.models import ScreeningJob
+    from screening.services import job_delete
+
+    checked = reviews_module._resolve
+
+    def resolve_then_lose_the_job(job_row, items):
+        resolved = checked(job_row, items)
+        job_delete(job=ScreeningJob.objects.get(pk=job_row.pk))  # another client's DELETE lands here
+        return resolved
+
+    monkeypatch.setattr(reviews_module, "_resolve", resolve_then_lose_the_job)
+    paper_id = next(iter(results(api, job["id"])))
+    response = post_reviews(api, job["id"], [review(paper_id, "include")])
+    assert response.status_code == 404, response.json()
+    assert response.json()["error_category"] == "not_found"
+    assert not HumanReview.objects.exists() and not ReviewState.objects.exists()
