@@ -18,6 +18,7 @@ class IndexJobAdmin(JobAdmin):
         ("Submitted by", {"fields": ("api_key_label", "openai_key_source", "owner", "idempotency_key")}),
         ("Inputs", {"fields": ("fields",)}),
         ("Progress", {"fields": ("progress_detail", "results_link")}),
+        ("Lane", {"fields": ("lane", "service_tier", "fallback", "batches_table")}),
         ("Cost", {"fields": ("estimated", "actual", "cap", "usage_summary")}),
         ("Error", {"fields": ("error_category", "error_message")}),
     )

@@ -24,6 +24,7 @@ class ScreeningJobAdmin(TrustAdminMixin, JobAdmin):
         ("Progress", {"fields": ("progress_detail", "results_link", "callback_status", "callback_attempts", "callback_error")}),
         ("Clusters", {"fields": ("cluster_table",)}),
         TrustAdminMixin.trust_fieldset,
+        ("Lane", {"fields": ("lane", "service_tier", "fallback", "batches_table")}),
         ("Cost", {"fields": ("estimated", "actual", "cap", "usage_summary")}),
         ("Error", {"fields": ("error_category", "error_message")}),
     )

@@ -75,3 +75,12 @@ def test_costs_page_and_job_list_show_the_lane(api, staff, fake_openai, run_queu
     assert {r[1] for r in rows if r[0] == "lane"} == {"online (flex)", "batch"}
     listing = staff.get("/admin/screening/screeningjob/", {"mode": "batch"}).content.decode()
     assert listing.count(">batch<") == 1 and "online (flex)" not in listing
+
+
+def test_the_job_page_shows_the_lane_and_the_batches(api, staff, fake_openai, run_queue, settings):
+    settings.CRYSTALLISE_BATCH_POLL_SECONDS = 0
+    job = api.post(URL, {"criteria": CRITERIA, "papers": PAPERS, "mode": "batch"}, format="json").json()
+    run_queue()
+    batch_id = ScreeningJob.objects.get(pk=job["id"]).batches[0]["id"]
+    html = staff.get(f"/admin/screening/screeningjob/{job['id']}/change/").content.decode()
+    assert "Provider batches" in html and batch_id in html and "validating" in html and "0/0/4" in html

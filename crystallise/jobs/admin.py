@@ -106,6 +106,18 @@ class JobAdmin(admin.ModelAdmin):
         """Where the job's calls went, which sets their price: online, online (flex) or batch."""
         return lane_label(job.mode, job.service_tier)
 
+    @admin.display(description="Provider batches")
+    def batches_table(self, job: BaseJob):
+        """The batch lane's batches: id, status, round, request counts, why one failed."""
+        if not job.batches:
+            return "—"
+        rows = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}/{}/{}</td><td>{}</td></tr>", (
+            (b.get("id") or "(not created)", b.get("status"), b.get("round", 1), (b.get("counts") or {}).get("completed", 0),
+             (b.get("counts") or {}).get("failed", 0), (b.get("counts") or {}).get("total", b.get("requests", 0)),
+             b.get("error") or "") for b in job.batches))
+        return format_html("<table><thead><tr><th>Batch</th><th>Status</th><th>Round</th><th>Completed/failed/total"
+                           "</th><th>Error</th></tr></thead><tbody>{}</tbody></table>", rows)
+
     @admin.display(description="Estimated", ordering="estimated_cost_usd")
     def estimated(self, job: BaseJob) -> str:
         return usd(job.estimated_cost_usd)
