@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 
 import pytest
 from django.core.management import call_command
@@ -81,3 +82,16 @@ def test_screen_command_with_batch(fake_openai, tmp_path):
     job = ScreeningJob.objects.get()
     assert job.mode == "batch" and job.status == "completed" and job.screened == 4
     assert fake_openai.batches.stats["batches"] == 1
+
+
+def test_index_job_in_the_flex_tier(api, fake_openai, run_queue):
+    fake_openai.config.flex_unavailable = 1
+    job = api.post(JOBS, {"records": real_records(3), "service_tier": "flex"}, format="json").json()
+    assert job["service_tier"] == "flex"
+    run_queue()
+    body = api.get(f"{JOBS}/{job['id']}").json()
+    assert body["status"] == "completed" and body["progress"]["ok"] == 3
+    assert [r["body"].get("service_tier") for r in fake_openai.requests].count("flex") == 4  # one refused, retried
+    row = IndexJob.objects.get(pk=job["id"])
+    from crystallise.tokens import cost_usd
+    assert abs(row.cost_usd - cost_usd(row.model, row.usage, "flex")) <= Decimal("0.00000003") and row.cost_usd > 0
