@@ -289,3 +289,14 @@ def test_a_rejected_key_fails_the_job(api, fake_openai, run_queue):
     run_queue()
     body = api.get(f"{URL}/{job['id']}").json()
     assert body["status"] == "failed" and body["error_category"] == "auth" and body["batches"] == []
+
+
+def test_an_answer_that_does_not_fit_the_schema_is_retried_and_its_tokens_counted(api, fake_openai, run_queue):
+    fake_openai.config.script = ["schema_invalid"]  # the batch's first answered line
+    job = submit(api).json()
+    body = drive(api, run_queue, job["id"])
+    assert body["status"] == "completed" and body["progress"]["errored"] == 0, body
+    assert [b["request_counts"]["total"] for b in body["batches"]] == [4, 1]
+    # Billed, so counted: the job's usage is every token the provider answered with, the discarded answer's too.
+    assert body["usage"]["input_tokens"] == fake_openai.stats["prompt_tokens"]
+    assert body["usage"]["output_tokens"] == fake_openai.stats["completion_tokens"]

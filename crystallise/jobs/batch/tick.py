@@ -29,7 +29,7 @@ from crystallise.errors import Category, LLMError
 from crystallise.jobs import lifecycle
 from crystallise.jobs.batch.book import Book, Runs, custom_id, position_of, refused_lines, runs_of, unanswered
 from crystallise.jobs.models import BaseJob, JobStatus
-from crystallise.jobs.runner import JobKind, Outcome, conclude, record_discarded_usage, usage_updates, write_outcomes
+from crystallise.jobs.runner import JobKind, Outcome, conclude, usage_updates, write_outcomes
 from crystallise.llm.backends import is_billable
 from crystallise.llm.base import CallOptions, LLMResult
 from crystallise.llm.batches import (
@@ -100,8 +100,9 @@ class BatchTick:
         if not self.owned().update(batches=self.book.entries, updated_at=timezone.now()):
             raise LeaseLost
 
-    def store(self, outcomes: list[Outcome], entry: dict | None = None) -> None:
-        """Write `outcomes` and mark `entry` collected, in one transaction (a crash writes neither)."""
+    def store(self, outcomes: list[Outcome], entry: dict | None = None, billed: list[Outcome] = ()) -> None:
+        """Write `outcomes`, add the usage of `billed` answers that are not kept (retried), and mark `entry`
+        collected, in one transaction (a crash writes none of it)."""
         with transaction.atomic():
             if self.cancelled:
                 rows = self.owned()
@@ -118,6 +119,8 @@ class BatchTick:
                 for start in range(0, len(outcomes), WRITE_CHUNK):
                     if not write_outcomes(self.kind, self.job, self.token, outcomes[start:start + WRITE_CHUNK]):
                         raise LeaseLost
+            if billed and not self.owned().update(**usage_updates(self.job, list(billed))):
+                raise LeaseLost
             if entry is not None:
                 entry["collected"] = True
             self.save_book()
@@ -238,9 +241,7 @@ class BatchTick:
                     outcomes.append(self.kind.outcome(self.job, item, error))
                 elif usage is not None:
                     billed.append(Outcome(row=None, usage=usage))  # a billed answer that is retried
-        self.store(outcomes, entry)
-        if billed:
-            record_discarded_usage(self.job, billed)
+        self.store(outcomes, entry, billed)
 
     # --- submitting ---------------------------------------------------------------
     def submit(self) -> int:
