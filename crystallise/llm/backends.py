@@ -30,10 +30,14 @@ class Backend:
     # "module:Class" of the client; imported on first use (the SDK takes about a second to import).
     client_path: str
     description: str
+    # "module:Class" of its Batch API client (the batch lane).
+    batch_client_path: str
 
     def client_class(self):
-        module, name = self.client_path.split(":")
-        return getattr(import_module(module), name)
+        return _load(self.client_path)
+
+    def batch_client_class(self):
+        return _load(self.batch_client_path)
 
     def cost(self, model: str, usage: Usage, tier: str = "default") -> Decimal:
         """What `usage` of `model` costs on this backend, billed in `tier` (default, batch, flex)."""
@@ -47,11 +51,18 @@ class Backend:
 OPENAI = Backend(
     name="openai", billable=True, needs_key=True, offline=False, client_path="crystallise.llm.openai_client:OpenAIClient",
     description="the official SDK against OpenAI or any OpenAI-compatible endpoint",
+    batch_client_path="crystallise.llm.batches:OpenAIBatches",
 )
 MOCK = Backend(
     name="mock", billable=False, needs_key=False, offline=True, client_path="crystallise.llm.mock:MockClient",
     description="offline, deterministic, free answers for demos",
+    batch_client_path="crystallise.llm.batches:MockBatches",
 )
+
+def _load(path: str):
+    module, name = path.split(":")
+    return getattr(import_module(module), name)
+
 
 BACKENDS: dict[str, Backend] = {b.name: b for b in (OPENAI, MOCK)}
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import openai
 
 from crystallise.errors import Category, LLMError
-from crystallise.llm.backends import get_backend
+from crystallise.llm.backends import MOCK, OPENAI, get_backend
 from crystallise.llm.base import CallOptions, LLMResult
 from crystallise.llm.mock import brain
 from crystallise.llm.openai_client import _BadOutput, classify, parse_answer, request_body
@@ -132,7 +132,7 @@ def read_output(data: bytes, schema, backend: str) -> Iterator[LineAnswer]:
 class OpenAIBatches:
     """The Batch API through the official SDK. Every SDK error becomes an `LLMError` (`classify`)."""
 
-    backend = "openai"
+    backend = OPENAI.name
 
     def __init__(self, *, api_key: str | None, base_url: str | None = None, timeout: float = 300.0) -> None:
         # No SDK retries: a retried `batches.create` whose first reply was lost would create a second
@@ -181,7 +181,7 @@ class MockBatches:
     reported `expired` with no output, and the lane resubmits its requests.
     """
 
-    backend = "mock"
+    backend = MOCK.name
     _files: dict[str, bytes] = {}
     _batches: dict[str, BatchState] = {}
 
@@ -229,15 +229,12 @@ class MockBatches:
         return None
 
 
-_CLIENTS = {"openai": OpenAIBatches, "mock": MockBatches}
-
-
 def make_batch_client(*, api_key: str | None, backend: str):
     """The Batch API client of `backend` (a name from the backend registry)."""
     from django.conf import settings
 
     spec = get_backend(backend)
     # Files of up to 200 MB go up and come down in one call each: a longer timeout than a chat call's.
-    return _CLIENTS[spec.name](api_key=api_key, base_url=settings.CRYSTALLISE_OPENAI_BASE_URL,
-                               timeout=max(300.0, settings.CRYSTALLISE_LLM_TIMEOUT))
+    return spec.batch_client_class()(api_key=api_key, base_url=settings.CRYSTALLISE_OPENAI_BASE_URL,
+                                     timeout=max(300.0, settings.CRYSTALLISE_LLM_TIMEOUT))
 
