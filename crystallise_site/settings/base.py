@@ -1,4 +1,4 @@
-"""Settings. The environment is read here and nowhere else (django-environ).
+"""Settings. The environment is read in this package and nowhere else (django-environ; readers in env.py).
 
 Every variable is documented in `.env.example`.
 """
@@ -11,65 +11,15 @@ import warnings
 from datetime import timedelta
 from pathlib import Path
 
-import environ
 from django.core.exceptions import ImproperlyConfigured
 
 from crystallise.llm.backends import BACKENDS
+from crystallise_site.settings.env import env, env_bool, env_float_between, env_int_between, env_list, env_text
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
-env = environ.Env()
 # A local .env is a convenience for `make run`; the process environment wins.
-environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
-
-
-# Every variable is checked here: a value that cannot be what it names refuses
-# to start the process with a message naming the variable (never a silent default).
-_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
-
-
-def _raw(name: str) -> str | None:
-    value = os.environ.get(name)
-    return None if value is None or not value.strip() else value.strip()
-
-
-def env_bool(name: str, default: bool) -> bool:
-    """true/false (also 1/0, yes/no, on/off, any case)."""
-    raw = _raw(name)
-    if raw is None:
-        return default
-    if raw.lower() in _TRUE | _FALSE:
-        return raw.lower() in _TRUE
-    raise ImproperlyConfigured(f"{name} must be true or false, not {raw!r}.")
-
-
-def _env_number(name: str, default, low, high, parse, kind: str):
-    raw = _raw(name)
-    if raw is None:
-        return default
-    try:
-        value = parse(raw)
-    except ValueError:
-        value = None
-    if value is None or not low <= value <= high:  # the comparison is also false for NaN
-        raise ImproperlyConfigured(f"{name} must be {kind} between {low} and {high}, not {raw!r}.")
-    return value
-
-
-def env_int_between(name: str, default: int, low: int, high: int) -> int:
-    """A whole number in [low, high]."""
-    return _env_number(name, default, low, high, int, "a whole number")
-
-
-def env_float_between(name: str, default: float, low: float, high: float) -> float:
-    """A number (seconds, say) in [low, high]."""
-    return _env_number(name, default, low, high, float, "a number")
-
-
-def env_list(name: str, default: list[str]) -> list[str]:
-    """A comma-separated variable; spaces around items and empty items are dropped ("a, b," is a and b)."""
-    items = [item.strip() for item in env.list(name, default=default)]
-    return [item for item in items if item]
+env.read_env(BASE_DIR / ".env", overwrite=False)
 
 
 DEBUG = env_bool("DJANGO_DEBUG", default=False)
@@ -294,6 +244,26 @@ CRYSTALLISE_WORKER_NICE = env_int_between("CRYSTALLISE_WORKER_NICE", 10, 0, 19)
 # A running job whose heartbeat is older than this is considered orphaned.
 CRYSTALLISE_JOB_STALE_SECONDS = env_int_between("CRYSTALLISE_JOB_STALE_SECONDS", 60, 5, 86400)
 
+# --- Batch lane and flex tier (docs/backend-guide.md#batch-lane) ------------
+# Seconds between two polls of a batch job's provider batches (the schedule runs every minute).
+CRYSTALLISE_BATCH_POLL_SECONDS = env_int_between("CRYSTALLISE_BATCH_POLL_SECONDS", 60, 0, 86400)
+# How many batches one item may go through (its first, then resubmissions of missing lines).
+CRYSTALLISE_BATCH_MAX_ROUNDS = env_int_between("CRYSTALLISE_BATCH_MAX_ROUNDS", 3, 1, 20)
+# Requests per batch file (the provider allows at most 50,000).
+CRYSTALLISE_BATCH_MAX_REQUESTS = env_int_between("CRYSTALLISE_BATCH_MAX_REQUESTS", 50_000, 1, 50_000)
+# Per-model cap on tokens waiting in batches ("gpt-5-nano=40000000,gpt-5=5000000"); unset models use
+# crystallise.config.BATCH_ENQUEUED_TOKEN_LIMIT (tier 1 figures).
+CRYSTALLISE_BATCH_ENQUEUED_TOKENS: dict[str, int] = {}
+for _pair in env_list("CRYSTALLISE_BATCH_ENQUEUED_TOKENS", default=[]):
+    _name, _, _value = _pair.partition("=")
+    if not _value.strip().isdigit() or int(_value) < 1:
+        raise ImproperlyConfigured(
+            f"CRYSTALLISE_BATCH_ENQUEUED_TOKENS must be model=tokens pairs separated by commas, not {_pair!r}.")
+    CRYSTALLISE_BATCH_ENQUEUED_TOKENS[_name.strip()] = int(_value)
+# Flex-tier calls that find no capacity (429 resource unavailable) are retried this many times,
+# then sent in the default tier.
+CRYSTALLISE_FLEX_MAX_TRIES = env_int_between("CRYSTALLISE_FLEX_MAX_TRIES", 3, 1, 20)
+
 # --- Abuse limits and metrics (docs/backend-guide.md#abuse, #metrics) ---------
 # Requests per minute per service key and web process (0 = no limit); a POST
 # (job submission, synchronous LLM call) also counts against the submit limit.
@@ -342,11 +312,11 @@ Q_CLUSTER = {
     "label": "Task queue",
 }
 
-LOG_LEVEL = (_raw("CRYSTALLISE_LOG_LEVEL") or "INFO").upper()
+LOG_LEVEL = (env_text("CRYSTALLISE_LOG_LEVEL") or "INFO").upper()
 if LOG_LEVEL not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
     raise ImproperlyConfigured(f"CRYSTALLISE_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, not {LOG_LEVEL!r}.")
 # text (default): one readable line per record; json: one JSON object per line, with the job's id.
-CRYSTALLISE_LOG_FORMAT = (_raw("CRYSTALLISE_LOG_FORMAT") or "text").lower()
+CRYSTALLISE_LOG_FORMAT = (env_text("CRYSTALLISE_LOG_FORMAT") or "text").lower()
 if CRYSTALLISE_LOG_FORMAT not in ("text", "json"):
     raise ImproperlyConfigured(f"CRYSTALLISE_LOG_FORMAT must be text or json, not {CRYSTALLISE_LOG_FORMAT!r}.")
 LOGGING = {
