@@ -184,3 +184,27 @@ def test_a_job_alone_on_its_key_gets_the_whole_limit_even_if_a_dead_worker_held_
     assert rate(0.5, lease.LEASE_SECONDS - 1.0) <= 0.3 * 50
     assert rate(lease.LEASE_SECONDS + 1.0, lease.LEASE_SECONDS + 4.0) >= 0.85 * 50
     assert ScreeningJob.objects.get().errored == 0
+
+
+def test_the_fake_provider_enforces_and_advertises_tokens_per_minute_like_an_account(fake_openai):
+    import openai
+
+    # One second's worth may arrive at once (burst_seconds): 10 requests, 1,000 tokens.
+    fake_openai.config.update({"rpm": 600, "tpm": 60_000})
+    client = openai.OpenAI(api_key="sk-test", base_url=fake_openai.base_url, max_retries=0)
+    messages = [{"role": "user", "content": "Is this a randomized trial?"}]
+    first = client.chat.completions.with_raw_response.create(model="gpt-5-nano", messages=messages,
+                                                             max_completion_tokens=400)
+    charged = fake_openai.stats["rate_tokens"]
+    assert charged == fake_openai.stats["prompt_tokens"] + 400  # prompt + output budget, counted on arrival
+    headers = first.headers
+    assert headers["x-ratelimit-limit-tokens"] == "60000" and headers["x-ratelimit-limit-requests"] == "600"
+    assert int(headers["x-ratelimit-remaining-tokens"]) == 1000 - charged
+    assert headers["x-ratelimit-remaining-requests"] == "9"
+    assert headers["x-ratelimit-reset-tokens"].endswith("ms") or headers["x-ratelimit-reset-tokens"].endswith("s")
+    with pytest.raises(openai.RateLimitError) as refused:
+        client.chat.completions.create(model="gpt-5-nano", messages=messages, max_completion_tokens=900)
+    response = refused.value.response
+    assert "tokens per min (TPM): Limit 60000" in refused.value.message
+    assert float(response.headers["retry-after"]) > 0 and int(response.headers["retry-after-ms"]) > 0
+    assert response.headers["x-ratelimit-limit-tokens"] == "60000"
