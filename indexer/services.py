@@ -287,16 +287,6 @@ class IndexKind(OnlineKind):
             indexed = Indexed(Status.OK, fields=answer.parsed.model_dump(), usage=answer.usage, backend=answer.backend)
         return self._outcome(job, record, indexed, tier=getattr(answer, "tier", None))
 
-    async def process(self, client, job: IndexJob, record: Record) -> Outcome:
-        request = self.request(job, record)
-        if isinstance(request, Outcome):
-            return request
-        messages, options = request
-        try:
-            answer = await client.complete(messages, options)
-        except LLMError as exc:
-            return self.outcome(job, record, exc)
-        return self.outcome(job, record, answer)
 
     def _outcome(self, job: IndexJob, record: Record, indexed: Indexed, tier: str | None = None) -> Outcome:
         usage = indexed.usage or Usage()

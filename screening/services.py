@@ -320,19 +320,10 @@ class ScreeningKind(OnlineKind):
         return Outcome(row=row, usage=answer.usage, tier=getattr(answer, "tier", None),
                        counters={"screened": 1, "included": int(included), "excluded": int(not included)})
 
-    async def process(self, client, job: ScreeningJob, paper: Paper) -> Outcome:
-        request = self.request(job, paper)
-        if isinstance(request, Outcome):
-            return request
-        messages, options = request
-        try:
-            answer = await client.complete(messages, options)
-        except LLMError as exc:
-            return self.outcome(job, paper, exc)
-        outcome = self.outcome(job, paper, answer)
-        if self.second is not None:
-            outcome = await self.second.review(self, client, job, messages, outcome)
-        return outcome
+    async def follow_up(self, client, job: ScreeningJob, messages: list[dict], outcome: Outcome) -> Outcome:
+        if self.second is None:
+            return outcome
+        return await self.second.review(self, client, job, messages, outcome)
 
     def fill(self, row: ScreeningResult, decision, job: ScreeningJob) -> None:
         given = {cid: getattr(decision.verdicts, cid) for cid, *_ in self.ids}

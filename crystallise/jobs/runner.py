@@ -25,7 +25,7 @@ from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection, transaction
 from django.db.models import F
 
-from crystallise.errors import Category
+from crystallise.errors import Category, LLMError
 from crystallise.jobs import lifecycle
 from crystallise.jobs.models import BaseJob, JobStatus
 from crystallise.jobs.priority import yield_cpu_to_web
@@ -109,6 +109,22 @@ class OnlineKind:
         from crystallise.jobs.online import OnlineStrategy
 
         return OnlineStrategy()
+
+    async def process(self, client, job: BaseJob, item: Any) -> Outcome:
+        """The online lane's step for one item: the kind's request, one call, the kind's outcome."""
+        request = self.request(job, item)
+        if isinstance(request, Outcome):  # decided without a call
+            return request
+        messages, options = request
+        try:
+            answer = await client.complete(messages, options)
+        except LLMError as exc:
+            return self.outcome(job, item, exc)
+        return await self.follow_up(client, job, messages, self.outcome(job, item, answer))
+
+    async def follow_up(self, client, job: BaseJob, messages: list[dict], outcome: Outcome) -> Outcome:
+        """More calls about an answered item in the same step (screening's second opinion); none by default."""
+        return outcome
 
 
 def run_job(kind: JobKind, job_id, *, concurrency: int | None = None) -> str | None:
