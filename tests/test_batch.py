@@ -11,18 +11,10 @@ from crystallise.tasks import poll_batches
 from crystallise.tokens import Usage, cost_usd
 from screening.models import ScreeningJob, ScreeningResult
 from tests.factories import paper
+from tests.screening_support import CRITERIA, PAPERS, URL
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-URL = "/v1/screening/jobs"
-CRITERIA = {"research_question": "Do triptans relieve migraine?",
-            "inclusion": ["randomized trial", "migraine treatment"], "exclusion": ["pediatric children"]}
-PAPERS = [
-    paper("p1", "Sumatriptan for migraine treatment", "A randomized trial of migraine treatment in adults."),
-    paper("p2", "Hip fracture surgery outcomes", "A cohort of elderly patients after hip surgery."),
-    paper("p3", "Migraine in children", "A randomized trial of migraine treatment in pediatric children."),
-    paper("p4", "Migraine epidemiology", "Prevalence of migraine in a population survey."),
-]
 
 
 @pytest.fixture(autouse=True)

@@ -12,7 +12,6 @@ stopped and no item gets two results.
 from __future__ import annotations
 
 import logging
-import threading
 import uuid
 from collections import Counter
 from collections.abc import Sequence
@@ -22,9 +21,10 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, connection, transaction
+from django.db import DatabaseError, close_old_connections, transaction
 from django.db.models import F
 
+from crystallise.background import every
 from crystallise.errors import Category, LLMError
 from crystallise.jobs import lifecycle
 from crystallise.jobs.models import BaseJob, JobStatus
@@ -229,20 +229,6 @@ def conclude(kind: JobKind, job: BaseJob, token: uuid.UUID, fatal: tuple[str, st
 def keep_alive(model: type[BaseJob], job_id, token: uuid.UUID):
     """Keep the job's heartbeat fresh while a long synchronous step runs (topic
     clustering of 100k papers takes longer than the stale window)."""
-    done = threading.Event()
     interval = max(1.0, settings.CRYSTALLISE_JOB_STALE_SECONDS / 4)
-
-    def beat() -> None:
-        try:
-            while not done.wait(interval):
-                lifecycle.heartbeat(model, job_id, token)
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=beat, name=f"heartbeat-{job_id}", daemon=True)
-    thread.start()
-    try:
+    with every(interval, lambda: lifecycle.heartbeat(model, job_id, token), name=f"heartbeat-{job_id}"):
         yield
-    finally:
-        done.set()
-        thread.join()

@@ -24,6 +24,8 @@ from contextlib import contextmanager
 from django.core.signals import request_finished
 from django.db import DatabaseError, connection, models, transaction
 
+from crystallise.background import every
+
 logger = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 10.0
@@ -102,22 +104,10 @@ TALLY = Tally()
 @contextmanager
 def flushing_every(seconds: float = FLUSH_SECONDS) -> Iterator[None]:
     """While the block runs (a job), flush every `seconds` from a helper thread; flush once more at the end."""
-    done = threading.Event()
-
-    def loop() -> None:
-        try:
-            while not done.wait(seconds):
-                TALLY.flush()
-        finally:
-            connection.close()  # the helper thread's own connection
-
-    thread = threading.Thread(target=loop, name="metrics-flush", daemon=True)
-    thread.start()
     try:
-        yield
+        with every(seconds, TALLY.flush, name="metrics-flush"):
+            yield
     finally:
-        done.set()
-        thread.join()
         TALLY.flush()
 
 
