@@ -190,6 +190,10 @@ def reviews_record(*, job: ScreeningJob, caller: Caller, reviews: list[dict]) ->
 def _record(job: ScreeningJob, caller: Caller, reviews: list[dict], results: dict, ids: list) -> tuple[int, int]:
     recorded: list[HumanReview] = []
     with transaction.atomic():
+        # Locked against a DELETE of the job (screening.services.job_delete locks it too).
+        if not ScreeningJob.objects.select_for_update().filter(pk=job.pk).exists():
+            raise NotFoundError("Screening job not found: it was deleted while the reviews were being recorded; "
+                                "nothing was stored.")
         for chunk in _chunks(ids):
             ReviewState.objects.bulk_create([ReviewState(job=job, result_id=rid) for rid in chunk],
                                             ignore_conflicts=True)

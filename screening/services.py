@@ -174,8 +174,13 @@ def _resolve_conflict(job: ScreeningJob, caller: Caller, idempotency_key: str | 
 
 
 def job_delete(*, job: ScreeningJob) -> None:
-    """Delete a finished job and its results (set-based: no per-row cascade)."""
+    """Delete a finished job and its results (set-based: no per-row cascade).
+
+    The job row is locked first: a review call recording at that moment (it locks the row too)
+    commits before, and its reviews are deleted with the job, or finds the job gone (404).
+    """
     with transaction.atomic():
+        ScreeningJob.objects.select_for_update().filter(pk=job.pk).exists()
         ScreeningResult.objects.filter(job=job)._raw_delete(ScreeningResult.objects.db)
         Paper.objects.filter(job=job)._raw_delete(Paper.objects.db)
         job.delete()

@@ -293,3 +293,39 @@ def test_a_job_deleted_while_its_reviews_are_recorded_is_404_and_nothing_is_stor
     assert response.status_code == 404, response.json()
     assert response.json()["error_category"] == "not_found"
     assert not HumanReview.objects.exists() and not ReviewState.objects.exists()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="concurrent writers need PostgreSQL")
+def test_a_delete_during_a_review_call_waits_for_it_and_removes_its_reviews(api, job, monkeypatch):
+    """DELETE arriving while reviews are being written: no 500 on either side; the job goes with its reviews."""
+    import time
+
+    from rest_framework.test import APIClient
+
+    from screening import reviews as reviews_module
+
+    writing = threading.Event()
+    original = reviews_module._save_states
+
+    def slow_save(states, now):
+        writing.set()
+        time.sleep(0.5)  # the review call's transaction stays open while DELETE arrives
+        return original(states, now)
+
+    monkeypatch.setattr(reviews_module, "_save_states", slow_save)
+    codes = {}
+
+    def post() -> None:
+        client = APIClient()
+        client.credentials(HTTP_X_API_KEY="test-service-key")
+        codes["review"] = post_reviews(client, job["id"], [review("p1", "include")]).status_code
+        connection.close()
+
+    thread = threading.Thread(target=post)
+    thread.start()
+    assert writing.wait(10)
+    codes["delete"] = api.delete(f"{URL}/{job['id']}").status_code
+    thread.join(10)
+    assert codes == {"review": 200, "delete": 204}
+    assert not HumanReview.objects.filter(job_id=job["id"]).exists()
+    assert not ReviewState.objects.filter(job_id=job["id"]).exists()
