@@ -12,7 +12,7 @@ import functools
 import gzip
 import hashlib
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from importlib import resources
 
@@ -75,7 +75,9 @@ class Usage:
         )
 
     def as_dict(self) -> dict[str, int]:
-        return asdict(self)
+        # Spelled out: dataclasses.asdict deep-copies, and this runs for every call's metrics.
+        return {"input_tokens": self.input_tokens, "cached_input_tokens": self.cached_input_tokens,
+                "output_tokens": self.output_tokens, "reasoning_tokens": self.reasoning_tokens}
 
 
 def cost_usd(model: str, usage: Usage, tier: str = "default") -> Decimal:

@@ -14,6 +14,7 @@ worth) is lost; counters never go down. Rows are few: one per series
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -51,7 +52,13 @@ class MetricCounter(models.Model):
 
 
 def series_labels(labels: dict[str, object]) -> str:
-    return json.dumps(sorted((k, "" if v is None else str(v)) for k, v in labels.items()), separators=(",", ":"))
+    return _labels_json(tuple(sorted((k, "" if v is None else str(v)) for k, v in labels.items())))
+
+
+@functools.lru_cache(maxsize=4096)
+def _labels_json(items: tuple[tuple[str, str], ...]) -> str:
+    # A handful of distinct series, counted on every provider call: encode each once.
+    return json.dumps(items, separators=(",", ":"))
 
 
 class Tally:
