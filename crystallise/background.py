@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from django.db import connection
+
+logger = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -21,7 +24,13 @@ def every(seconds: float, action: Callable[[], object], *, name: str) -> Iterato
     def loop() -> None:
         try:
             while not done.wait(seconds):
-                action()
+                try:
+                    action()
+                except Exception:
+                    # One failure (a dropped connection) must not stop the beats that follow: a job
+                    # whose heartbeat stops looks orphaned and would be claimed a second time.
+                    logger.warning("%s failed; trying again in %s s", name, seconds, exc_info=True)
+                    connection.close()
         finally:
             connection.close()
 

@@ -163,7 +163,12 @@ def cancel(*, job: BaseJob) -> BaseJob:
                 on_cancel(model, job.pk)
             except Exception:
                 logger.exception("Cancelling the batches of job %s failed", job.pk)
-        _ended(model, job.pk)
+            finally:
+                # Even when the request is cut short (a worker timeout raises SystemExit): the key is forgotten,
+                # the callback queued.
+                _ended(model, job.pk)
+        else:
+            _ended(model, job.pk)
     job.refresh_from_db()
     return job
 

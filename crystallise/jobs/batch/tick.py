@@ -151,6 +151,9 @@ class BatchTick:
 
                 # Asked for explicitly, the tier comes back with each answer: billed at the online price.
                 self.kind.options.service_tier = "default"
+                # The cost cap counts what this tick's batches just added.
+                self.job.refresh_from_db(fields=["cost_usd", "input_tokens", "cached_input_tokens", "output_tokens",
+                                                 "reasoning_tokens"])
                 return OnlineStrategy().run(self.kind, self.job, self.token, self.api_key, None)
             if self.fatal is not None:
                 self.cancel_open()
