@@ -58,7 +58,7 @@ def _review(raw: dict, *, where: str, decisions: dict[str, str]) -> dict:
         paper_id = str(paper_id)
     decision = raw.get("decision")
     key = decision.strip().lower() if isinstance(decision, str) else decision
-    if key not in decisions:
+    if not isinstance(key, str) or key not in decisions:
         allowed = ", ".join(sorted(set(decisions)))
         raise ValidationError(f"{where}.decision must be one of {allowed}, not {decision!r}.",
                               errors={f"{where}.decision": [f"One of {allowed}."]})

@@ -370,3 +370,21 @@ def test_inline_data_and_a_file_together_say_so(api, unchanged, settings, path, 
     data.update({inline: "[]", upload: SimpleUploadedFile("p.ris", RIS_OK.encode())})
     body = assert_rejected(api.post(path, data, format="multipart"))
     assert body["errors"] == {inline: [f"Send {inline} or {upload}, not both."]}
+
+
+def test_a_nul_in_a_paper_id_in_the_path_is_a_validation_error(api, settings):
+    settings.CRYSTALLISE_LLM_BACKEND = "mock"
+    job_id = api.post(URL, job(), format="json").json()["id"]
+    assert_rejected(api.get(f"{URL}/{job_id}/results/a%00b/reviews"))
+
+
+@pytest.mark.parametrize("decision", [["include"], {"include": True}, 1.5, None])
+def test_a_review_decision_that_is_not_text_is_a_validation_error(api, settings, run_queue, decision):
+    settings.CRYSTALLISE_LLM_BACKEND = "mock"
+    job_id = api.post(URL, job(), format="json").json()["id"]
+    run_queue()
+    paper_id = job()["papers"][0]["id"]
+    body = assert_rejected(api.post(f"{URL}/{job_id}/reviews",
+                                    {"reviews": [{"paper_id": paper_id, "decision": decision, "reviewer": "a"}]},
+                                    format="json"))
+    assert "reviews[0].decision" in body["errors"]
