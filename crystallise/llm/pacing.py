@@ -299,7 +299,3 @@ class Pacer:
                 self._request_tat = max(self._request_tat, self._first_call + self.requests / rps)
             if tps:
                 self._token_tat = max(self._token_tat, self._first_call + self.tokens / tps)
-
-    def rate_limited(self, retry_after: float | None) -> None:
-        """A 429 outside a paced call (kept for callers without a ticket)."""
-        self.failed(-1, None, rate_limited=True, retry_after=retry_after)

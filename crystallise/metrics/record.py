@@ -85,11 +85,6 @@ async def observed_attempt(attempt: Awaitable[T], model: str) -> T:
     return result
 
 
-def lane_of(job) -> str:
-    """The job's lane: its `mode` when the job model has one, else "online"."""
-    return str(getattr(job, "mode", None) or "online")
-
-
 # The `kind` label of each job model's app.
 KIND_OF_APP = {"screening": "screening", "indexer": "indexing"}
 

@@ -29,7 +29,6 @@ class SharedLimit:
         self.pacer = pacer
         self.fingerprint = fingerprint
         self.holder = uuid.uuid4().hex
-        self.renewals = 0
         self._learned = (None, None)  # limits this pacer learned from the provider itself
         self._last: tuple[float, int, float] | None = None  # (when, requests, tokens) at the last renewal
         self._held_since: float | None = None  # when the current share (> 0) was first granted
@@ -62,7 +61,6 @@ class SharedLimit:
         learned = (pacer.limit_requests, pacer.limit_tokens) if pacer.learned else (None, None)
         grant = await db_call(functools.partial(lease.renew, self.fingerprint, self.holder, demand=self.demand(),
                                                 limit_requests=learned[0], limit_tokens=learned[1]))
-        self.renewals += 1
         if not pacer.learned and (grant.limit_requests or grant.limit_tokens):
             pacer.set_limits(grant.limit_requests, grant.limit_tokens)
         if grant.share > 0 and (self._held_since is None or pacer.share <= 0):
