@@ -16,13 +16,13 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from crystallise.api import Cursor, get_owned_job, paginated_schema
+from crystallise.api import Cursor, paginated_schema
 from crystallise.errors import NotFoundError, ValidationError
 from crystallise.openapi import error_responses
 from crystallise.parsers import LimitedJSONParser
 from screening import reviews
 from screening.evaluation import certification, metrics, report
-from screening.models import Paper, ScreeningJob, ValidationSample
+from screening.models import Paper, ValidationSample
 from screening.trust_serializers import (
     HumanReviewSerializer,
     ReviewsCreateSerializer,
@@ -31,6 +31,7 @@ from screening.trust_serializers import (
     ValidationSampleDrawnSerializer,
     ValidationSampleSerializer,
 )
+from screening.views import get_job
 
 ERRORS = error_responses(400, 401, 404, 405, 413)
 TRUST_PARAMETERS = [
@@ -38,10 +39,6 @@ TRUST_PARAMETERS = [
     OpenApiParameter("confidence", float, description="Confidence of the bounds, 0.5 to below 1 (default 0.95)."),
 ]
 FIGURES = {200: OpenApiTypes.OBJECT, **ERRORS}
-
-
-def get_job(request, job_id) -> ScreeningJob:
-    return get_owned_job(request, ScreeningJob, job_id, label="screening job")
 
 
 def _unit(params, name: str, *, default: float, lowest: float, closed: bool) -> float:
