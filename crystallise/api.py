@@ -210,14 +210,21 @@ def results_response(request, view, *, job, rows, exports, serializer_class, fil
 
 # --- plain Django views (outside DRF) ---------------------------------------
 
+def read_only(request) -> JsonResponse | None:
+    """For a plain view that only reads: a 405 in the error shape for any method but GET and HEAD, else None."""
+    if request.method in ("GET", "HEAD"):
+        return None
+    response = JsonResponse(error_body(Category.VALIDATION, f"Method {request.method} not allowed: use GET."),
+                            status=405)
+    response["Allow"] = "GET, HEAD"
+    return response
+
+
 @csrf_exempt  # another method is a 405 in the error shape, not a CSRF 403 page
 def healthz(request):
     """Liveness and readiness: the database answers and a worker has checked in recently."""
-    if request.method not in ("GET", "HEAD"):
-        response = JsonResponse(error_body(Category.VALIDATION, f"Method {request.method} not allowed: use GET."),
-                                status=405)
-        response["Allow"] = "GET, HEAD"
-        return response
+    if (refused := read_only(request)) is not None:
+        return refused
     from django_q.models import Schedule  # noqa: F401  (ensures the app is loaded)
     from django_q.status import Stat
 

@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from crystallise.api import read_only
 from crystallise.errors import Category, error_body
 from crystallise.metrics.record import JOB_DURATION_BUCKETS, KIND_OF_APP, LATENCY_BUCKETS
 from crystallise.metrics.store import MetricCounter
@@ -58,11 +59,8 @@ def authorized(request) -> bool:
 
 @csrf_exempt  # another method is a 405 in the error shape, not a CSRF 403 page
 def metrics_view(request):
-    if request.method not in ("GET", "HEAD"):
-        response = JsonResponse(error_body(Category.VALIDATION, f"Method {request.method} not allowed: use GET."),
-                                status=405)
-        response["Allow"] = "GET, HEAD"
-        return response
+    if (refused := read_only(request)) is not None:
+        return refused
     if not authorized(request):
         response = JsonResponse(error_body(
             Category.AUTH, "Metrics need a staff login or `Authorization: Bearer <CRYSTALLISE_METRICS_TOKEN>`."),
