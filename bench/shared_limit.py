@@ -117,6 +117,8 @@ def main() -> None:
         "busiest_10s_over_limit": round(busiest_window(times, 10.0)[0] / (10 * limit_per_s), 3),
         "busiest_10s_starts_at_s": round(busiest_window(times, 10.0)[1], 1),
         "busiest_1s_over_limit": round(busiest_window(times, 1.0)[0] / limit_per_s, 3),
+        "first_15s_per_s_over_limit": [round(sum(s <= t - times[0] < s + 1 for t in times) / limit_per_s, 2)
+                                       for s in range(15)],
         "requests": stats["requests"], "responses_429": stats["status"].get("429", 0),
         "refused_fraction": round(stats["status"].get("429", 0) / stats["requests"], 4),
         "all_four_running_s": round(overlap, 2),

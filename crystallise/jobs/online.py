@@ -92,11 +92,15 @@ class _OnlineRun:
     async def run(self) -> str | None:
         client = make_client(api_key=self.api_key, backend=self.job.llm_backend, concurrency=self.concurrency)
         pacer = getattr(client, "pacer", None)
-        shared = SharedLimit(pacer, key_fingerprint(self.api_key)) if pacer is not None and self.api_key else None
-        if shared is not None:
-            await shared.start(self.db_call)  # the key's known limits and this job's share, before the first call
-        window = Window(pacer.target_concurrency() if pacer is not None else self.concurrency)
+        window = Window(self.concurrency)
         queue: asyncio.Queue = asyncio.Queue(maxsize=self.concurrency * 2)
+        shared = None
+        if pacer is not None and self.api_key:
+            # Held back: papers queued while every call the window allows is out.
+            shared = SharedLimit(pacer, key_fingerprint(self.api_key), backlog=lambda: window.waiting > 0 and not queue.empty())
+            await shared.start(self.db_call)  # the key's known limits and this job's share, before the first call
+        if pacer is not None:
+            window.resize(pacer.target_concurrency())
         workers = [asyncio.create_task(self.worker(client, queue, window)) for _ in range(self.concurrency)]
         producer = asyncio.create_task(self.produce(queue))
         flusher = asyncio.create_task(self.flusher())

@@ -158,6 +158,7 @@ class Pacer:
         self.refused = 0
         self._request_tat = 0.0  # GCRA "theoretical arrival times"
         self._token_tat = 0.0
+        self._turn = asyncio.Lock()  # FIFO: one waiting call at a time works out its start
         self._paused_until = 0.0
         self._in_flight: dict[int, tuple[float, bool]] = {}  # ticket -> (started, paced under a known limit)
         self._ticket = 0
@@ -207,29 +208,32 @@ class Pacer:
         return prompt_chars * self.tokens_per_char + max_output_tokens
 
     async def acquire(self, cost_tokens: float) -> int:
-        """Wait for this call's turn; returns a ticket for `answered`/`failed`."""
+        """Wait for this call's turn; returns a ticket for `answered`/`failed`.
+
+        Calls take turns (first come, first served) and each works out its start at the rates of the
+        moment it is next in line, so a lowered share or rate holds back every call still waiting, not
+        only the ones that arrive after it."""
         if self._first_call is None:
             self._first_call = time.monotonic()
-        while True:
-            now = time.monotonic()
-            if now < self._paused_until:
-                await asyncio.sleep(self._paused_until - now)
-                continue
-            if now >= self.share_expires or self.share <= 0:
-                await asyncio.sleep(0.05)  # no share, or it lapsed: nothing starts until the limiter grants one
-                continue
-            rps, tps = self.requests_per_second(), self.tokens_per_second()
-            start = max(now, self._request_tat - BURST_SECONDS if rps else now,
-                        self._token_tat - BURST_SECONDS if tps else now)
-            if rps:
-                self._request_tat = max(self._request_tat, start) + 1 / rps
-            if tps:
-                self._token_tat = max(self._token_tat, start) + cost_tokens / tps
-            if start > now:
+        async with self._turn:
+            while True:
+                now = time.monotonic()
+                if now < self._paused_until:
+                    await asyncio.sleep(self._paused_until - now)
+                    continue
+                if now >= self.share_expires or self.share <= 0:
+                    await asyncio.sleep(0.05)  # no share, or it lapsed: nothing starts until the limiter grants one
+                    continue
+                rps, tps = self.requests_per_second(), self.tokens_per_second()
+                start = max(now, self._request_tat - BURST_SECONDS if rps else now,
+                            self._token_tat - BURST_SECONDS if tps else now)
+                if start <= now:
+                    break
                 await asyncio.sleep(start - now)
-            now = time.monotonic()
-            if self._paused_until <= now < self.share_expires:
-                break
+            if rps:
+                self._request_tat = max(self._request_tat, now) + 1 / rps
+            if tps:
+                self._token_tat = max(self._token_tat, now) + cost_tokens / tps
         self.requests += 1
         self.tokens += cost_tokens
         self.cost_average = cost_tokens if self.cost_average is None else 0.98 * self.cost_average + 0.02 * cost_tokens

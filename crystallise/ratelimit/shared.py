@@ -11,6 +11,7 @@ import functools
 import logging
 import time
 import uuid
+from collections.abc import Callable
 
 from django.db import DatabaseError
 
@@ -25,20 +26,27 @@ DEMAND_MARGIN = 1.5
 
 
 class SharedLimit:
-    def __init__(self, pacer: Pacer, fingerprint: str) -> None:
+    def __init__(self, pacer: Pacer, fingerprint: str, backlog: Callable[[], bool] | None = None) -> None:
         self.pacer = pacer
         self.fingerprint = fingerprint
+        # True while the job has work its calls-in-flight bound holds back (a bound sized on its share).
+        self.backlog = backlog
         self.holder = uuid.uuid4().hex
         self._learned = (None, None)  # limits this pacer learned from the provider itself
         self._last: tuple[float, int, float] | None = None  # (when, requests, tokens) at the last renewal
         self._held_since: float | None = None  # when the current share (> 0) was first granted
 
     def demand(self) -> float | None:
-        """The fraction of the key this holder showed it can use; None when its share holds it back."""
+        """The fraction of the key this holder showed it can use; None when its share holds it back.
+
+        A job still ramping up (its calls in flight grow with the latency it measures) uses less than
+        its share although it has work waiting: that is no sign it wants less, so it reports none."""
         now = time.monotonic()
         pacer, last = self.pacer, self._last
         self._last = (now, pacer.requests, pacer.tokens)
         if last is None or self._held_since is None or self._held_since > last[0] or pacer.share <= 0:
+            return None
+        if self.backlog is not None and self.backlog():
             return None
         elapsed = now - last[0]
         if elapsed <= 0:

@@ -19,6 +19,10 @@ class Window:
         self.closed = False
         self._waiters: deque[asyncio.Future] = deque()
 
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
     async def acquire(self) -> bool:
         if self.closed:
             return False
