@@ -3,6 +3,7 @@ hosts would) on one PostgreSQL database, against a provider allowing R requests/
 
 python bench/shared_limit.py                          # 4 × 1,500 papers, 2 s latency, 10,000 RPM
 python bench/shared_limit.py --papers 150 --latency 0.05 --rpm 3000   # smoke
+python bench/shared_limit.py --stagger 3              # the second process starts 3 s later: shares change mid-run
 
 Figures, from the fake provider's arrival log: the aggregate admitted rate over the span of the
 admissions (and how many were refused), the busiest 10-second window (never above the limit), each
@@ -69,6 +70,7 @@ def main() -> None:
     parser.add_argument("--papers", type=int, default=1500, help="per job")
     parser.add_argument("--latency", type=float, default=2.0)
     parser.add_argument("--rpm", type=int, default=10_000)
+    parser.add_argument("--stagger", type=float, default=0.0, help="seconds between starting the processes")
     parser.add_argument("--run", help=argparse.SUPPRESS)  # in a worker process: these job ids
     args = parser.parse_args()
     if args.run:
@@ -88,7 +90,11 @@ def main() -> None:
                               criteria={**CRITERIA, "research_question": f"{CRITERIA['research_question']} ({i})"})
                    for i in range(PROCESSES * JOBS_PER_PROCESS)]
         started = time.monotonic()
-        workers = [start_worker(job_ids[i::PROCESSES]) for i in range(PROCESSES)]
+        workers = []
+        for i in range(PROCESSES):
+            if i:
+                time.sleep(args.stagger)
+            workers.append(start_worker(job_ids[i::PROCESSES]))
         for worker in workers:
             worker.wait()
         wall = time.monotonic() - started
@@ -109,7 +115,7 @@ def main() -> None:
     limit_per_s = args.rpm / 60
     write_results("shared_limit", {
         "jobs": 4, "papers_per_job": args.papers, "latency_s": args.latency, "rpm_limit": args.rpm,
-        "processes": f"{PROCESSES} × {JOBS_PER_PROCESS} jobs", "database": connection.vendor,
+        "processes": f"{PROCESSES} × {JOBS_PER_PROCESS} jobs", "stagger_s": args.stagger, "database": connection.vendor,
         "statuses": sorted(j.status for j in jobs.values()),
         "failed_papers": sum(j.errored for j in jobs.values()), "results_beyond_one_per_paper": duplicates,
         "wall_s": round(wall, 2),
