@@ -19,12 +19,14 @@ non-200 answers going to the error file. Injected failures, one `script` entry p
 `p_line_error` makes each line fail with `line_error_status` on its own (seeded by the
 server's seed); `enqueued_token_limit` fails (token_limit_exceeded) a batch that would put more
 prompt tokens in flight than that; `lose_create_replies` creates batches but answers 500;
-`fail_uploads` answers uploads with 500. Cancelling moves a batch to cancelling, then cancelled with
+`fail_uploads` answers uploads with 500; `create_wait_before` / `create_wait_after` hold a create that
+many seconds before making the batch / before answering (a cancel can land in between). Cancelling moves a batch to cancelling, then cancelled with
 the first `cancel_done` fraction of its lines answered.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import dataclasses
 import json
@@ -54,6 +56,8 @@ class BatchConfig:
     shuffle: bool = True  # output lines in another order than the input's, as the provider may
     lose_create_replies: int = 0  # the next N creates make the batch but answer 500 (a reply lost on the way)
     fail_uploads: int = 0  # the next N file uploads answer 500
+    create_wait_before: float = 0.0  # seconds a create waits before making the batch
+    create_wait_after: float = 0.0  # seconds it waits after making it, before answering
 
     def update(self, changes: dict[str, Any]) -> None:
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
@@ -78,7 +82,7 @@ class FakeBatches:
         self.files: dict[str, dict] = {}
         self.batches: dict[str, dict] = {}
         self.stats: dict[str, Any] = {"files": 0, "batches": 0, "lines": 0, "retrieves": 0, "cancels": 0,
-                                      "submitted": collections.Counter()}
+                                      "creates": 0, "submitted": collections.Counter()}
         self._rng = random.Random(self.fake.config.seed)
 
     def routes(self) -> list[Route]:
@@ -163,6 +167,8 @@ class FakeBatches:
         if key is None:
             return self._unauthorized()
         body = json.loads(await request.body() or b"{}")
+        self.stats["creates"] += 1
+        await asyncio.sleep(self.config.create_wait_before)
         file = self.files.get(body.get("input_file_id"))
         if file is None or file["purpose"] != "batch":
             return _error(400, "input_file_id must be a file uploaded with purpose 'batch'.")
@@ -186,6 +192,7 @@ class FakeBatches:
         self.stats["batches"] += 1
         if self.config.steps == 0 and problem is None:
             await self._advance(batch, to_end=True)
+        await asyncio.sleep(self.config.create_wait_after)
         if self.config.lose_create_replies > 0:
             self.config.lose_create_replies -= 1
             return _error(500, "The server had an error while processing your request.")

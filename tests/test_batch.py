@@ -3,9 +3,12 @@ schedule's ticks (collect, resubmit, conclude), against the fake's files and bat
 
 from __future__ import annotations
 
+import threading
+import time
 from decimal import Decimal
 
 import pytest
+from django.db import connection
 
 from crystallise.tasks import poll_batches
 from crystallise.tokens import Usage, cost_usd
@@ -249,6 +252,37 @@ def test_a_batch_whose_create_reply_was_lost_is_found_not_created_again(api, fak
     body = drive(api, run_queue, job["id"])
     assert body["status"] == "completed" and body["progress"]["screened"] == 4, body
     assert fake_openai.batches.stats["batches"] == 1 and body["batches"][0]["id"].startswith("batch_")
+
+
+@pytest.mark.parametrize("wait", ["create_wait_before", "create_wait_after"])
+def test_a_job_cancelled_while_its_batch_is_created_leaves_no_batch_running(api, fake_openai, run_queue, wait):
+    # The cancel lands while the worker's create is at the provider: before the batch exists (the
+    # worker learns its id only once it lost the job), or after it exists but before its id is recorded.
+    fake_openai.batches.config.steps = 5
+    setattr(fake_openai.batches.config, wait, 1.0)
+    job = submit(api).json()
+    cancelled: dict = {}
+
+    def cancel_during_the_create() -> None:
+        try:
+            deadline = time.monotonic() + 30
+            while fake_openai.batches.stats["creates"] == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            cancelled["body"] = api.delete(f"{URL}/{job['id']}").json()
+        finally:
+            connection.close()
+
+    canceller = threading.Thread(target=cancel_during_the_create)
+    canceller.start()
+    run_queue()
+    canceller.join()
+    assert cancelled["body"]["status"] == "cancelled"
+    poll_batches()
+    # The one batch made is being cancelled (or is), whoever learnt its id; nothing else was created.
+    assert [b["status"] for b in fake_openai.batches.batches.values()] in (["cancelling"], ["cancelled"])
+    body = api.get(f"{URL}/{job['id']}").json()
+    assert body["status"] == "cancelled" and body["progress"]["screened"] <= 4
+    assert fake_openai.batches.stats["batches"] == 1
 
 
 def test_the_poll_schedule_is_installed_by_the_migrations():

@@ -176,11 +176,16 @@ class BatchTick:
         for entry in self.book.open():
             try:
                 if entry.get("id") is None:
-                    if self.cancelled:
+                    # Uploaded but its create's reply was lost (or is still on its way): find it.
+                    state = self.client.find(entry["file"])
+                    if state is None and self.cancelled:
                         entry.update(status="cancelled", collected=True)
                         continue
-                    # Uploaded but its create's reply was lost: find it, or create it now.
-                    state = self.client.find(entry["file"]) or self.client.create(entry["file"], self.metadata())
+                    if state is None:
+                        state = self.client.create(entry["file"], self.metadata())
+                    elif self.cancelled and not state.terminal:
+                        entry["cancel_requested"] = True
+                        state = self.client.cancel(state.id)
                 elif self.cancelled and not entry.get("cancel_requested") and entry.get("status") not in (
                         "completed", "expired", "failed", "cancelled"):
                     entry["cancel_requested"] = True
@@ -343,8 +348,23 @@ class BatchTick:
             self.save_book()
             return 0
         self.note(entry, state)
-        self.save_book()
+        try:
+            self.save_book()
+        except LeaseLost:
+            self.cancel_orphan(state.id)
+            raise
         return 1
+
+    def cancel_orphan(self, batch_id: str) -> None:
+        """The job was cancelled while this batch was being created: its id could not be recorded, so
+        nothing else would stop it. (A job taken over by another tick is left alone: that one finds it.)"""
+        if not self.model.objects.filter(pk=self.job.pk, status=JobStatus.CANCELLED).exists():
+            return
+        logger.warning("Job %s was cancelled while batch %s was created: cancelling it", self.job.pk, batch_id)
+        try:
+            self.client.cancel(batch_id)
+        except LLMError as exc:
+            logger.warning("Job %s: cancelling batch %s failed: %s", self.job.pk, batch_id, exc.detail)
 
     def collect_failed_create(self, entry: dict) -> None:
         self.collect(entry, BatchState(id="", status="failed"))
