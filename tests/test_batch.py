@@ -285,6 +285,21 @@ def test_a_job_cancelled_while_its_batch_is_created_leaves_no_batch_running(api,
     assert fake_openai.batches.stats["batches"] == 1
 
 
+def test_billed_errors_of_the_online_fallback_are_priced_online(api, fake_openai, run_queue):
+    # The batch expires having answered nothing: every paper goes online, where every answer is off-schema
+    # (billed, retried, then the paper's error). All of it was billed at the online price.
+    fake_openai.batches.config.script = ["expire:0"]
+    job = submit(api, fallback="online").json()
+    run_queue()
+    fake_openai.config.p_schema_invalid = 1.0
+    body = drive(api, run_queue, job["id"])
+    # More than half the papers failed: the job is failed, its cost stands.
+    assert body["status"] == "failed" and body["progress"]["errored"] == 4, body
+    saved = ScreeningJob.objects.get(pk=job["id"])
+    assert saved.input_tokens > 0
+    assert saved.cost_usd == cost_usd("gpt-5-nano", saved.usage, "default")
+
+
 def test_the_poll_schedule_is_installed_by_the_migrations():
     import importlib
 

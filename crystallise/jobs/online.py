@@ -19,7 +19,7 @@ from django.conf import settings
 from django.db import DatabaseError, connection
 
 from crystallise.errors import Category
-from crystallise.jobs.models import BaseJob
+from crystallise.jobs.models import BaseJob, JobMode, ServiceTier
 from crystallise.jobs.runner import (
     CIRCUIT_BREAKER,
     JobKind,
@@ -82,6 +82,9 @@ class _OnlineRun:
         # What the job has cost so far (its persisted cost, then each answer's at its model's price).
         self.spent = Decimal(job.cost_usd)
         self.billable = is_billable(job.llm_backend)
+        # A batch job's items that reach this lane (its "fallback": "online") bill at the online price,
+        # answers and billed errors alike; otherwise an answer's tier, or the job's.
+        self.tier = ServiceTier.DEFAULT if job.mode == JobMode.BATCH else None
         self.consecutive_failures = 0
         # One thread, one DB connection, for every query of this run.
         self.db = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"job-{job.pk}")
@@ -178,6 +181,8 @@ class _OnlineRun:
                 outcome = await self.kind.process(client, self.job, item)
             finally:
                 window.release()
+            if self.tier is not None:
+                outcome.tier = self.tier
             self.buffer.append(outcome)
             self.spent += outcome.cost(self.job)
             self.observe(outcome)

@@ -149,8 +149,6 @@ class BatchTick:
             if self.fatal is None and self.job.fallback == "online" and self.kind.pending_items(self.job, -1, 1):
                 from crystallise.jobs.online import OnlineStrategy
 
-                # Asked for explicitly, the tier comes back with each answer: billed at the online price.
-                self.kind.options.service_tier = "default"
                 # The cost cap counts what this tick's batches just added.
                 self.job.refresh_from_db(fields=["cost_usd", "input_tokens", "cached_input_tokens", "output_tokens",
                                                  "reasoning_tokens"])
