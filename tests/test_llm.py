@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 
 import pytest
@@ -103,6 +104,27 @@ def test_429_with_retry_after_is_retried_and_honoured(fake_openai):
     result = call(fake_openai)
     assert result.attempts == 3
     assert time.monotonic() - start >= 0.55  # two waits of Retry-After 0.3 s
+
+
+def test_flex_capacity_refusals_do_not_slow_the_clients_other_calls(fake_openai):
+    # "Resource unavailable" is the flex tier's capacity, not the account's rate limit: the call is
+    # retried, but the client's pacing (every other call of the job) is neither paused nor lowered.
+    fake_openai.config.rpm = 6000
+    fake_openai.config.flex_unavailable = 2
+
+    async def go():
+        client = make_client(api_key="sk-test", backend="openai", concurrency=8,
+                             retry=RetryPolicy(max_attempts=4, backoff=0.01, timeout=5.0))
+        try:
+            flex = dataclasses.replace(options(), service_tier="flex")
+            result = await client.complete(MESSAGES, flex)
+            return result, client.pacer
+        finally:
+            await client.aclose()
+
+    result, pacer = asyncio.run(go())
+    assert result.tier == "flex" and result.attempts == 3
+    assert pacer.refused == 0 and pacer.backoff == 1.0
 
 
 def test_5xx_is_transient_then_exhausted(fake_openai):

@@ -199,8 +199,9 @@ class OpenAIClient:
             raw = await self._client.post("/chat/completions", cast_to=httpx2.Response, body=body)
         except openai.APIStatusError as exc:
             error = classify(exc)
-            self.pacer.failed(ticket, exc.response.headers, rate_limited=error.category == Category.RATE_LIMIT,
-                              retry_after=error.retry_after)
+            # A flex "resource unavailable" is the tier's capacity, not the key's limit: it slows this call alone.
+            limited = error.category == Category.RATE_LIMIT and not getattr(error, "resource_unavailable", False)
+            self.pacer.failed(ticket, exc.response.headers, rate_limited=limited, retry_after=error.retry_after)
             raise error from None
         except BaseException as exc:  # connection errors, timeouts, cancellation
             self.pacer.failed(ticket, None, rate_limited=False, retry_after=None)
