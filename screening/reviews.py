@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 from collections.abc import Iterator
 
 from django.db import IntegrityError, transaction
@@ -21,6 +20,7 @@ from django.utils import timezone
 from crystallise.auth import Caller
 from crystallise.errors import NotFoundError, PayloadTooLarge, ValidationError
 from crystallise.formats import decode_text
+from crystallise.formats.csvfile import delimiter, normalise_header
 from screening.models import HumanReview, Paper, ReviewState, ScreeningJob, ScreeningResult
 
 MAX_REVIEWS = 10_000
@@ -94,22 +94,15 @@ def parse_json_reviews(items) -> list[dict]:
     return out
 
 
-def delimiter(header: str) -> str:
-    """The delimiter of a CSV header line: comma, semicolon (European Excel) or tab."""
-    counts = {d: header.count(d) for d in (",", ";", "\t")}
-    best = max(counts, key=lambda d: counts[d])
-    return best if counts[best] else ","
-
-
 def parse_review_file(upload, *, max_bytes: int) -> list[dict]:
     """A CSV of reviews (columns paper_id, decision, reviewer, note; decision also 1/0, yes/no, true/false)."""
     if upload.size > max_bytes:
         raise PayloadTooLarge(f"{FILE_FIELD} is larger than the upload limit.", errors={FILE_FIELD: ["File too large."]})
     text = decode_text(upload.read(), field=FILE_FIELD)
     # newline="": quoted notes may span lines.
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter(text[:text.find("\n")]), strict=True)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter(text), strict=True)
     try:
-        header = [re.sub(r"[\s-]+", "_", name.strip().lower()) for name in next(reader, [])]
+        header = [normalise_header(name) for name in next(reader, [])]
         header = ["paper_id" if name == "id" and "paper_id" not in header else name for name in header]
         missing = [name for name in FILE_COLUMNS[:3] if name not in header]
         if missing:

@@ -48,12 +48,14 @@ _ALIASES = {
 _PMID_FLOAT_RE = re.compile(r"^(\d+)\.0+$")
 
 
-def _normalise_header(name: str) -> str:
+def normalise_header(name: str) -> str:
+    """A column name compared loosely: case, spaces, dashes and underscores aside."""
     return re.sub(r"[\s_-]+", "_", name.strip().lower())
 
 
-def _delimiter(text: str) -> str:
-    # Excel in many European locales saves "CSV" with ";"; other tools use tabs.
+def delimiter(text: str) -> str:
+    """The delimiter of CSV `text`, from its header line: comma, semicolon (Excel in many European
+    locales saves "CSV" with ";") or tab."""
     header = text[: text.find("\n") if "\n" in text[:65536] else 65536]
     counts = {d: header.count(d) for d in (",", ";", "\t")}
     best = max(counts, key=lambda d: counts[d])
@@ -63,7 +65,7 @@ def _delimiter(text: str) -> str:
 def _columns(header: Sequence[str]) -> dict[str, int]:
     columns: dict[str, int] = {}
     for index, name in enumerate(header):
-        key = _ALIASES.get(_normalise_header(name))
+        key = _ALIASES.get(normalise_header(name))
         if key is None:
             if (known := misspelt_field(name)) is not None:
                 raise invalid(f"CSV column {name.strip()!r} looks like a misspelling of {known!r}; rename it")
@@ -105,7 +107,7 @@ def _paper_id(cells: Mapping[str, str], number: int) -> str:
 
 def iter_records(text: str) -> Iterator[tuple[str, dict]]:
     """Yield ``(where, raw paper)`` per non-blank data row of CSV `text`."""
-    reader = csv.reader(iter_lines(text), delimiter=_delimiter(text), strict=True)
+    reader = csv.reader(iter_lines(text), delimiter=delimiter(text), strict=True)
     try:
         header = next(reader, None)
         if header is None:

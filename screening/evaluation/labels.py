@@ -11,8 +11,9 @@ import csv
 import io
 
 from crystallise.formats import decode_text, detect_format
+from crystallise.formats.csvfile import delimiter
 from crystallise.formats.jsonl import iter_document_records, iter_records
-from screening.reviews import FILE_DECISIONS, delimiter
+from screening.reviews import FILE_DECISIONS
 
 
 class LabelError(ValueError):
@@ -20,7 +21,7 @@ class LabelError(ValueError):
 
 
 def _csv(text: str, column: str) -> list:
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter(text[:text.find("\n")]))
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter(text))
     header = [name.strip().lower() for name in next(reader, [])]
     if column.strip().lower() not in header:
         raise LabelError(f"The file has no column {column!r} (columns: {', '.join(header[:20])}).")
