@@ -102,6 +102,29 @@ def test_a_job_run_shows_in_every_family(api, fake_openai, run_queue):
     assert value(samples, "crystallise_job_duration_seconds_count", kind="screening", status="completed") == 1
 
 
+def test_a_keys_limits_and_the_shares_held_of_it_are_shown_by_key_fingerprint(api, fake_openai, run_queue):
+    from crystallise.keyvault import key_fingerprint
+    from crystallise.ratelimit import lease
+
+    fake_openai.config.rpm, fake_openai.config.tpm = 6000, 2_400_000
+    api.post(JOBS, {"criteria": CRITERIA, "papers": papers(3)}, format="json")
+    run_queue()
+    key = key_fingerprint(SERVER_OPENAI_KEY)[:12]
+    samples = scrape()
+    assert value(samples, "crystallise_rate_limit_requests_per_minute", key=key) == 6000
+    assert value(samples, "crystallise_rate_limit_tokens_per_minute", key=key) == 2_400_000
+    # The job ended: it gave its share back.
+    assert value(samples, "crystallise_rate_limit_holders", key=key) == 0
+    # Two runs on the key now (as two workers would hold): their shares add up to the whole limit at most.
+    fingerprint = key_fingerprint(SERVER_OPENAI_KEY)
+    for holder in ("a", "b", "a", "b"):
+        lease.renew(fingerprint, holder, demand=None)
+    samples = scrape()
+    assert value(samples, "crystallise_rate_limit_holders", key=key) == 2
+    assert value(samples, "crystallise_rate_limit_share_held", key=key) == pytest.approx(1.0)
+    assert SERVER_OPENAI_KEY not in str(samples)
+
+
 def test_failed_provider_requests_are_counted_by_error_category(api, fake_openai, run_queue):
     fake_openai.config.script = ["500", "429", "ok"]
     api.post(JOBS, {"criteria": CRITERIA, "papers": papers(1)}, format="json")

@@ -76,6 +76,7 @@ class DatabaseCollector:
     def collect(self):
         yield from job_gauges()
         yield from queue_gauges()
+        yield from rate_limit_gauges()
         yield from counter_families()
 
     def describe(self):
@@ -124,6 +125,35 @@ def queue_gauges():
     except Exception:  # noqa: BLE001 - the cache (a table) may be unreadable; report no live cluster
         clusters = 0
     yield GaugeMetricFamily("crystallise_worker_clusters", "django-q2 clusters that checked in recently.", value=clusters)
+
+
+def rate_limit_gauges():
+    """Per provider key (the first 12 hex digits of its fingerprint, never the key): the limits it last
+    advertised, and the jobs sharing it now (live leases) with the part of the limit they hold."""
+    from django.db.models import Q, Sum
+
+    from crystallise.ratelimit.models import RateLimitKey, RateLimitLease
+
+    requests = GaugeMetricFamily("crystallise_rate_limit_requests_per_minute",
+                                 "Requests per minute the provider last advertised for the key.", labels=("key",))
+    tokens = GaugeMetricFamily("crystallise_rate_limit_tokens_per_minute",
+                               "Tokens per minute the provider last advertised for the key.", labels=("key",))
+    holders = GaugeMetricFamily("crystallise_rate_limit_holders",
+                                "Job runs holding a live share of the key's limit.", labels=("key",))
+    held = GaugeMetricFamily("crystallise_rate_limit_share_held",
+                             "The part of the key's limit (0-1) the live shares add up to.", labels=("key",))
+    for fingerprint, rpm, tpm in RateLimitKey.objects.order_by("fingerprint").values_list(
+            "fingerprint", "limit_requests", "limit_tokens"):
+        if rpm is not None:
+            requests.add_metric((fingerprint[:12],), rpm)
+        if tpm is not None:
+            tokens.add_metric((fingerprint[:12],), tpm)
+    live = (RateLimitLease.objects.filter(Q(expires_at__gt=timezone.now())).order_by("fingerprint")
+            .values("fingerprint").annotate(n=Count("pk"), share=Sum("share")))
+    for row in live:
+        holders.add_metric((row["fingerprint"][:12],), row["n"])
+        held.add_metric((row["fingerprint"][:12],), round(row["share"] or 0.0, 6))
+    yield from (requests, tokens, holders, held)
 
 
 def counter_families():

@@ -85,9 +85,7 @@ def renew(fingerprint: str, holder: str, *, demand: float | None, limit_requests
         share = max(0.0, min(target, 1.0 - sum(share for share, _ in others.values())))
         key = RateLimitKey.objects.filter(fingerprint=fingerprint).first()
         if limit_requests or limit_tokens:
-            if key is None or (key.limit_requests, key.limit_tokens) != (limit_requests, limit_tokens):
-                RateLimitKey.objects.update_or_create(
-                    fingerprint=fingerprint, defaults={"limit_requests": limit_requests, "limit_tokens": limit_tokens})
+            _remember(fingerprint, key, limit_requests, limit_tokens)
         elif key is not None:
             limit_requests, limit_tokens = key.limit_requests, key.limit_tokens
         updated = RateLimitLease.objects.filter(fingerprint=fingerprint, holder=holder).update(
@@ -100,6 +98,19 @@ def renew(fingerprint: str, holder: str, *, demand: float | None, limit_requests
     return Grant(share=share, holders=len(others) + 1, limit_requests=limit_requests, limit_tokens=limit_tokens)
 
 
-def release(fingerprint: str, holder: str) -> None:
-    """Give the share back at once (the run ended)."""
+def _remember(fingerprint: str, key: RateLimitKey | None, limit_requests: float | None,
+              limit_tokens: float | None) -> None:
+    """Keep the limits the provider advertised for the key (one write, only when they changed)."""
+    if key is None or (key.limit_requests, key.limit_tokens) != (limit_requests, limit_tokens):
+        RateLimitKey.objects.update_or_create(
+            fingerprint=fingerprint, defaults={"limit_requests": limit_requests, "limit_tokens": limit_tokens})
+
+
+def release(fingerprint: str, holder: str, *, limit_requests: float | None = None,
+            limit_tokens: float | None = None) -> None:
+    """Give the share back at once (the run ended), keeping the limits the provider advertised to it
+    (a run shorter than one renewal has not reported them yet)."""
     RateLimitLease.objects.filter(fingerprint=fingerprint, holder=holder).delete()
+    if limit_requests or limit_tokens:
+        _remember(fingerprint, RateLimitKey.objects.filter(fingerprint=fingerprint).first(), limit_requests,
+                  limit_tokens)

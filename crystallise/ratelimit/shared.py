@@ -95,7 +95,9 @@ class SharedLimit:
 
     def release(self) -> None:
         """In the database thread: give the share back."""
+        pacer = self.pacer
+        learned = (pacer.limit_requests, pacer.limit_tokens) if pacer.learned else (None, None)
         try:
-            lease.release(self.fingerprint, self.holder)
+            lease.release(self.fingerprint, self.holder, limit_requests=learned[0], limit_tokens=learned[1])
         except DatabaseError:
             logger.warning("Releasing the rate-limit lease failed; it expires on its own", exc_info=True)
