@@ -32,6 +32,11 @@ _DRF_CATEGORY = {
 }
 
 
+# SQLSTATEs of a database that is up but could not finish: transaction rollback (deadlock, serialization),
+# lock not available, query cancelled (statement timeout).
+_BUSY_SQLSTATES = ("40", "55P03", "57014")
+
+
 def exception_handler(exc, context):
     """Every error the API returns, in the contract's shape."""
     if isinstance(exc, CrystalliseError):
@@ -72,13 +77,20 @@ def exception_handler(exc, context):
             category = Category.INTERNAL
         return Response(error_body(category, detail), status=exc.status_code, headers=headers)
     if isinstance(exc, (OperationalError, InterfaceError)):
-        # The database is unreachable (restart, failover, full disk): a temporary condition the
-        # client can retry, and the next request reconnects (CONN_HEALTH_CHECKS). One line, no traceback.
-        logger.warning("Database unavailable in %s: %s", context.get("view").__class__.__name__, exc)
-        return Response(
-            error_body(Category.INTERNAL, "The database is temporarily unavailable. Retry in a few seconds."),
-            status=status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": "5"},
-        )
+        view = context.get("view").__class__.__name__
+        state = getattr(exc.__cause__, "sqlstate", None) or ""
+        if state.startswith(_BUSY_SQLSTATES):
+            # Reachable but could not finish (deadlock, serialization failure, lock or statement timeout):
+            # retryable too, and worth a traceback (a query that needs fixing shows up here).
+            logger.warning("Database busy in %s (SQLSTATE %s)", view, state, exc_info=exc)
+            detail = "The database could not complete the request in time (busy). Retry in a few seconds."
+        else:
+            # Unreachable (restart, failover, full disk): the next request reconnects (CONN_HEALTH_CHECKS).
+            # One line, no traceback.
+            logger.warning("Database unavailable in %s: %s", view, exc)
+            detail = "The database is temporarily unavailable. Retry in a few seconds."
+        return Response(error_body(Category.INTERNAL, detail), status=status.HTTP_503_SERVICE_UNAVAILABLE,
+                        headers={"Retry-After": "5"})
     logger.exception("Unhandled error in %s", context.get("view").__class__.__name__)
     set_rollback()
     return Response(

@@ -66,3 +66,30 @@ def test_healthz_with_another_method_is_405_in_the_error_shape(method):
     response = getattr(Client(enforce_csrf_checks=True), method)("/healthz")
     assert response.status_code == 405 and response["Allow"] == "GET, HEAD"
     assert response.json()["error_category"] == "validation"
+
+
+@pytest.mark.django_db
+def test_a_query_the_database_cancels_is_a_503_that_says_busy_with_its_traceback_logged(caplog):
+    # A real statement timeout from the server (SQLSTATE 57014), through the API's error handler.
+    from django.db import OperationalError, connection, transaction
+
+    from crystallise.api import exception_handler
+
+    if connection.vendor != "postgresql":
+        pytest.skip("statement timeouts are PostgreSQL's")
+    with pytest.raises(OperationalError) as info, transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL statement_timeout = 10")
+        cursor.execute("SELECT pg_sleep(1)")
+
+    class JobsView:
+        pass
+
+    response = exception_handler(info.value, {"view": JobsView()})
+    assert response.status_code == 503 and response["Retry-After"] == "5"
+    assert response.data["error_category"] == "internal" and "busy" in response.data["detail"]
+    assert "57014" in caplog.text and "Traceback" in caplog.text
+    # A lost connection stays one line, without a traceback.
+    caplog.clear()
+    response = exception_handler(OperationalError("server closed the connection unexpectedly"), {"view": JobsView()})
+    assert response.status_code == 503 and "temporarily unavailable" in response.data["detail"]
+    assert "Traceback" not in caplog.text
