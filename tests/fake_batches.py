@@ -51,6 +51,7 @@ class BatchConfig:
     script: list[str] = dataclasses.field(default_factory=list)
     p_line_error: float = 0.0
     line_error_status: int = 500
+    line_error_code: str | None = None  # the error's code in those lines ("insufficient_quota" with 429)
     enqueued_token_limit: int | None = None
     cancel_done: float = 0.5
     shuffle: bool = True  # output lines in another order than the input's, as the provider may
@@ -306,7 +307,8 @@ class FakeBatches:
             if all_failed or (self.config.p_line_error and self._rng.random() < self.config.p_line_error):
                 code_status = 500 if all_failed else self.config.line_error_status
                 reply = {"error": {"message": "The server had an error processing this request.",
-                                   "type": "server_error", "param": None, "code": None}}
+                                   "type": "server_error", "param": None,
+                                   "code": None if all_failed else self.config.line_error_code}}
             else:
                 code_status, reply = await self._answer(batch, body, request_id)
             line = {"id": f"batch_req_{uuid.uuid4().hex}", "custom_id": custom_id,

@@ -332,6 +332,17 @@ def test_a_rejected_key_fails_the_job(api, fake_openai, run_queue):
     assert body["status"] == "failed" and body["error_category"] == "auth" and body["batches"] == []
 
 
+def test_a_key_out_of_quota_inside_the_batch_fails_the_job_as_online(api, fake_openai, run_queue):
+    # 429 insufficient_quota is no rate limit to wait out: as online, the job ends `auth`, nothing resubmitted.
+    fake_openai.batches.config.update({"p_line_error": 1.0, "line_error_status": 429,
+                                       "line_error_code": "insufficient_quota"})
+    job = submit(api).json()
+    body = drive(api, run_queue, job["id"])
+    assert body["status"] == "failed" and body["error_category"] == "auth", body
+    assert "out of quota" in body["error_message"]
+    assert fake_openai.batches.stats["batches"] == 1
+
+
 def test_an_answer_that_does_not_fit_the_schema_is_retried_and_its_tokens_counted(api, fake_openai, run_queue):
     fake_openai.config.script = ["schema_invalid"]  # the batch's first answered line
     job = submit(api).json()

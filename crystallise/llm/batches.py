@@ -85,9 +85,10 @@ def line_error(status: int, body) -> LLMError:
     message = ""
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         message = str(body["error"].get("message") or "")[:300]
-    if status in (401, 403):
-        return LLMError(f"The OpenAI API key was rejected inside the batch (HTTP {status}).",
-                        category=Category.AUTH, permanent=True)
+    code = body["error"].get("code") if isinstance(body, dict) and isinstance(body.get("error"), dict) else None
+    if status in (401, 403) or code == "insufficient_quota":
+        what = "is out of quota" if code == "insufficient_quota" else f"was rejected (HTTP {status})"
+        return LLMError(f"The OpenAI API key {what} inside the batch.", category=Category.AUTH, permanent=True)
     if status == 429:
         return LLMError("The model provider's rate limit was exceeded (429).", category=Category.RATE_LIMIT,
                         permanent=False)
