@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC
 
 import pytest
 
@@ -120,3 +121,33 @@ def test_a_job_with_nothing_waiting_reports_what_it_uses():
     assert demand == pytest.approx(used * 1.5 + 0.01, rel=0.2)
     # One using its whole share is held back by it, backlog or not.
     assert Holder(backlog=False).demand_after(calls=5) is None
+
+
+@pytest.mark.parametrize(("headers", "expected"), [
+    ({"retry-after-ms": "250"}, 0.25),
+    ({"retry-after": "2"}, 2.0),
+    ({"retry-after": "1m30s"}, 90.0),
+    # Both: OpenAI's millisecond header is the precise one.
+    ({"retry-after-ms": "1500", "retry-after": "2"}, 1.5),
+    # An unreadable millisecond value falls back to Retry-After.
+    ({"retry-after-ms": "soon", "retry-after": "3"}, 3.0),
+    ({"retry-after-ms": "-5", "retry-after": "3"}, 3.0),
+    ({"retry-after": "tomorrow"}, None),
+    ({}, None),
+])
+def test_retry_after_headers(headers, expected):
+    from crystallise.llm.pacing import retry_after_seconds
+
+    assert retry_after_seconds(headers) == expected
+
+
+def test_retry_after_as_an_http_date():
+    from datetime import datetime, timedelta
+    from email.utils import format_datetime
+
+    from crystallise.llm.pacing import retry_after_seconds
+
+    later = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    assert 28 <= retry_after_seconds({"retry-after": later}) <= 30
+    past = format_datetime(datetime.now(UTC) - timedelta(seconds=30), usegmt=True)
+    assert retry_after_seconds({"retry-after": past}) == 0.0

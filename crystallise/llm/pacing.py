@@ -25,6 +25,8 @@ a provider that answers without advertising limits gets the ceiling, and a
 from __future__ import annotations
 
 import asyncio
+import datetime
+import email.utils
 import math
 import time
 from dataclasses import dataclass
@@ -88,15 +90,29 @@ def parse_duration(value: str | None) -> float | None:
 
 
 def retry_after_seconds(headers) -> float | None:
+    """How long the provider asks to wait: `retry-after-ms` (OpenAI's, precise) before `Retry-After`
+    (seconds or an HTTP date, RFC 9110); None when neither can be read."""
     if headers is None:
         return None
     ms = headers.get("retry-after-ms")
     if ms:
         try:
-            return float(ms) / 1000
+            value = float(ms) / 1000
+            if math.isfinite(value) and value >= 0:
+                return value
         except ValueError:
             pass
-    return parse_duration(headers.get("retry-after"))
+    raw = headers.get("retry-after")
+    seconds = parse_duration(raw)
+    if seconds is None and raw:
+        try:
+            when = email.utils.parsedate_to_datetime(raw)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=datetime.UTC)
+        seconds = max(0.0, (when - datetime.datetime.now(datetime.UTC)).total_seconds())
+    return seconds if seconds is None or (math.isfinite(seconds) and seconds >= 0) else None
 
 
 def _number(headers, name: str) -> float | None:
@@ -136,7 +152,7 @@ class Advertised:
 class Pacer:
     """Paces one client's request starts; all of it runs on the client's event loop (no locks needed)."""
 
-    def __init__(self, ceiling: int = 1024) -> None:
+    def __init__(self, ceiling: int = 512) -> None:
         self.ceiling = max(1, ceiling)
         # The key's limits per minute (learned from answers, or handed over by the shared limiter).
         self.limit_requests: float | None = None

@@ -52,7 +52,7 @@ class Command(BaseCommand):
         parser.add_argument("--confidence", type=unit, default=0.95, help="Of intervals and bounds (default 0.95)")
         parser.add_argument("--max-cost", default=None, help="max_estimated_cost_usd: refuse or stop the job above it")
         parser.add_argument("--concurrency", type=concurrency, default=None,
-                            help="Concurrent LLM calls, 1-1024 (default: CRYSTALLISE_LLM_CONCURRENCY).")
+                            help="Most LLM calls in flight, 1-4096 (default: CRYSTALLISE_LLM_CONCURRENCY).")
         add_second_opinion_arguments(parser)
 
     def handle(self, file, labels, criteria, model, threshold, out, target_recall, confidence, max_cost, concurrency,
