@@ -8,7 +8,9 @@ request and as its prompt tokens plus its output budget
 on arrival as OpenAI does. Every answer, refusals included, carries the
 `x-ratelimit-limit-*`, `-remaining-*` and `-reset-*` headers of each limit
 that is set; a refused request (429) gets `retry-after` / `retry-after-ms`:
-the time until it would fit.
+the time until it would fit. `remaining` is the bucket's level, what it would
+admit now (at most `burst_seconds` of the rate), where an account counts down
+from its per-minute limit: a client reading it is held back sooner here.
 """
 
 from __future__ import annotations

@@ -109,10 +109,11 @@ def test_two_clusters_share_one_keys_limit_and_run_every_job_once(api, fake_open
         positions = list(ScreeningResult.objects.filter(job=job).values_list("position", flat=True))
         assert sorted(positions) == list(range(PAPERS)), "a paper screened twice or not at all"
         assert job.errored == 0
-    admitted = sorted(e["t"] for e in fake_openai.requests if e["status"] == 200)
-    assert len(admitted) == 4 * PAPERS
-    # Never above the limit over any 10 s (the provider lets one second's worth through at once).
-    busiest = max(bisect.bisect_left(admitted, t + 10) - i for i, t in enumerate(admitted))
-    assert busiest <= (10 + 1) * RPM / 60
-    assert fake_openai.stats["status"].get("429", 0) <= 0.03 * fake_openai.count
+    assert sum(e["status"] == 200 for e in fake_openai.requests) == 4 * PAPERS
+    # Never above the limit over any 10 s: every request sent counts, refused ones too (the provider
+    # refuses what is over, so its admissions alone could not show it).
+    sent = sorted(e["t"] for e in fake_openai.requests)
+    busiest = max(bisect.bisect_left(sent, t + 10) - i for i, t in enumerate(sent))
+    assert busiest <= 10 * RPM / 60, busiest
+    assert fake_openai.stats["status"].get("429", 0) <= 0.01 * fake_openai.count
     assert not RateLimitLease.objects.exists()  # every job gave its lease back
