@@ -29,6 +29,7 @@ from crystallise.llm import make_client
 from crystallise.llm.backends import get_backend
 from crystallise.llm.base import CallOptions, LLMResult
 from crystallise.preflight import Preflight, preflight
+from crystallise.ratelimit import lease
 from crystallise.tokens import Usage, count_message_tokens, estimate_cost_usd, get_encoding
 from indexer import prompts
 from indexer.models import IndexJob, IndexResult, Record
@@ -114,7 +115,10 @@ def index_run(
     checked = _preflight(caller=caller, model=model, records=records, fields=fields, cap=max_estimated_cost_usd,
                          request_openai_key=request_openai_key)
     model, backend = checked.model, checked.backend
-    outcomes = asyncio.run(_index_all(checked.key, backend.name, call_options(model=model, fields=fields), records))
+    # The key's limits as jobs on it learnt them: the calls start paced, not as one burst of up to 100.
+    limits = lease.known_limits(checked.key.fingerprint) if checked.key.key else (None, None)
+    outcomes = asyncio.run(_index_all(checked.key, backend.name, call_options(model=model, fields=fields), records,
+                                      limits))
     usage = sum((o.usage for o in outcomes if o.usage), Usage())
     used_backend = next((o.backend for o in outcomes if o.backend), backend.name)
     out, errors = [], []
@@ -132,9 +136,13 @@ def index_run(
     }
 
 
-async def _index_all(resolved: ResolvedKey, backend: str, options: CallOptions, records: list[dict]) -> list[Indexed]:
+async def _index_all(resolved: ResolvedKey, backend: str, options: CallOptions, records: list[dict],
+                     limits: tuple[float | None, float | None] = (None, None)) -> list[Indexed]:
     concurrency = min(settings.CRYSTALLISE_LLM_CONCURRENCY, max(1, len(records)))
     client = make_client(api_key=resolved.key, backend=backend, concurrency=concurrency)
+    pacer = getattr(client, "pacer", None)
+    if pacer is not None and any(limits):
+        pacer.set_limits(*limits)
     gate = asyncio.Semaphore(concurrency)
 
     limit = settings.CRYSTALLISE_SYNC_TIMEOUT

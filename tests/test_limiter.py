@@ -208,3 +208,26 @@ def test_the_fake_provider_enforces_and_advertises_tokens_per_minute_like_an_acc
     assert "tokens per min (TPM): Limit 60000" in refused.value.message
     assert float(response.headers["retry-after"]) > 0 and int(response.headers["retry-after-ms"]) > 0
     assert response.headers["x-ratelimit-limit-tokens"] == "60000"
+
+
+@pytest.mark.django_db
+def test_a_synchronous_index_run_starts_paced_on_a_key_whose_limits_jobs_learnt(api, fake_openai):
+    # 600 RPM: the provider takes 10 calls at once, then 10 a second. 24 records in one request.
+    fake_openai.config.update({"rpm": 600})
+    records = [{"id": f"r{i}", "title": f"Trial {i} of migraine treatment",
+                "abstract": "A randomized placebo-controlled trial of migraine treatment in adults, " * 4}
+               for i in range(24)]
+
+    def run() -> int:
+        fake_openai.reset()
+        response = api.post("/v1/indexer/run", {"records": records}, format="json")
+        assert response.status_code == 200, response.json()
+        assert {r["indexing_status"] for r in response.json()["records"]} == {"ok"}
+        return fake_openai.stats["status"].get("429", 0)
+
+    # Limits unknown: every call starts at once and the provider refuses what is over (retried).
+    assert run() > 0
+    # Once a job on the key learnt them (kept in the database), the calls start paced: none is refused.
+    RateLimitKey.objects.update_or_create(fingerprint=key_fingerprint(SERVER_OPENAI_KEY),
+                                          defaults={"limit_requests": 600, "limit_tokens": None})
+    assert run() == 0

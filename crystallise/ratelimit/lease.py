@@ -106,6 +106,12 @@ def _remember(fingerprint: str, key: RateLimitKey | None, limit_requests: float 
             fingerprint=fingerprint, defaults={"limit_requests": limit_requests, "limit_tokens": limit_tokens})
 
 
+def known_limits(fingerprint: str) -> tuple[float | None, float | None]:
+    """The key's limits per minute (requests, tokens) as last advertised to any run; (None, None) if unknown."""
+    row = RateLimitKey.objects.filter(fingerprint=fingerprint).values_list("limit_requests", "limit_tokens").first()
+    return row or (None, None)
+
+
 def release(fingerprint: str, holder: str, *, limit_requests: float | None = None,
             limit_tokens: float | None = None) -> None:
     """Give the share back at once (the run ended), keeping the limits the provider advertised to it
