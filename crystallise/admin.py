@@ -1,7 +1,11 @@
 from django.contrib import admin, messages
+from django.db.models import Count, OuterRef, Subquery, Sum
+from django.db.models.functions import Coalesce, Now
 from django.template.response import TemplateResponse
+from django.utils import timezone
 
 from crystallise.models import ApiKey
+from crystallise.ratelimit.models import RateLimitKey, RateLimitLease
 
 
 def _usd(value) -> str:
@@ -76,3 +80,68 @@ class ApiKeyAdmin(admin.ModelAdmin):
         for key in queryset.filter(is_active=False):
             key.reactivate()
         messages.success(request, "Reactivated.")
+
+
+class _ReadOnly(admin.ModelAdmin):
+    """Written by running jobs only: operators look, never edit."""
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(RateLimitKey)
+class RateLimitKeyAdmin(_ReadOnly):
+    """Each provider key's limits as last advertised, and the jobs sharing it now (`crystallise.ratelimit`)."""
+
+    list_display = ("key", "limit_requests", "limit_tokens", "updated_at", "holders", "share_held")
+    ordering = ("-updated_at",)
+
+    def get_queryset(self, request):
+        live = (RateLimitLease.objects.filter(fingerprint=OuterRef("fingerprint"), expires_at__gt=Now())
+                .order_by().values("fingerprint"))
+        return super().get_queryset(request).annotate(
+            live_holders=Coalesce(Subquery(live.annotate(n=Count("pk")).values("n")), 0),
+            live_share=Subquery(live.annotate(total=Sum("share")).values("total")))
+
+    @admin.display(description="Key (fingerprint)", ordering="fingerprint")
+    def key(self, row: RateLimitKey) -> str:
+        return row.fingerprint[:12]
+
+    @admin.display(description="Jobs sharing it now", ordering="live_holders")
+    def holders(self, row: RateLimitKey) -> int:
+        return row.live_holders
+
+    @admin.display(description="Share held")
+    def share_held(self, row: RateLimitKey) -> str:
+        return f"{row.live_share or 0:.0%}"
+
+
+@admin.register(RateLimitLease)
+class RateLimitLeaseAdmin(_ReadOnly):
+    """One running job's share of a key's limit; it lapses LEASE_SECONDS after the job's last renewal."""
+
+    list_display = ("key", "holder_id", "where", "share_pct", "demand", "expires_at", "live")
+    list_filter = ("fingerprint",)
+    ordering = ("fingerprint", "-share")
+
+    @admin.display(description="Key (fingerprint)", ordering="fingerprint")
+    def key(self, row: RateLimitLease) -> str:
+        return row.fingerprint[:12]
+
+    @admin.display(description="Holder")
+    def holder_id(self, row: RateLimitLease) -> str:
+        return row.holder[:8]
+
+    @admin.display(description="Share", ordering="share")
+    def share_pct(self, row: RateLimitLease) -> str:
+        return f"{row.share:.0%}"
+
+    @admin.display(description="Live", boolean=True)
+    def live(self, row: RateLimitLease) -> bool:
+        return row.expires_at > timezone.now()

@@ -14,6 +14,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from crystallise.models import ApiKey
+from crystallise.ratelimit.models import RateLimitKey
 from screening.models import ScreeningJob
 from tests.admin_support import COSTS, KEYS, REQUEST_OPENAI_KEY, SCREENING, action, page_messages, submit
 from tests.factories import ApiKeyFactory, IndexJobFactory, ScreeningJobFactory
@@ -178,3 +179,32 @@ def test_admin_key_form_refuses_a_negative_budget(staff):
     response = staff.post("/admin/crystallise/apikey/add/", {"name": "neg", "monthly_budget_usd": "-1", "is_active": "on"})
     assert response.status_code == 200 and not ApiKey.objects.filter(name="neg").exists()
     assert "greater than or equal to 0" in response.content.decode()
+
+
+# --- provider keys' rate limits ----------------------------------------------------
+
+
+def test_operators_see_each_provider_keys_limits_and_the_shares_held_read_only(staff, api, fake_openai, run_queue):
+    from crystallise.keyvault import key_fingerprint
+    from crystallise.ratelimit import lease
+    from tests.conftest import SERVER_OPENAI_KEY
+
+    fake_openai.config.update({"rpm": 6000, "tpm": 2_400_000})
+    submit(api)
+    run_queue()  # the job learns the key's limits and keeps them
+    fingerprint = key_fingerprint(SERVER_OPENAI_KEY)
+    lease.renew(fingerprint, "a" * 32, demand=None)  # a job running on the key now
+    keys = "/admin/crystallise/ratelimitkey/"
+    page = staff.get(keys).content.decode()
+    assert fingerprint[:12] in page and "6000" in page and "2400000" in page
+    assert "100%" in page  # the running job holds the whole limit
+    leases = staff.get("/admin/crystallise/ratelimitlease/").content.decode()
+    assert "aaaaaaaa" in leases and "100%" in leases
+    for body in (page, leases):
+        assert SERVER_OPENAI_KEY not in body  # its fingerprint, never the key
+    # Written by jobs only: no add, change or delete.
+    assert staff.get(f"{keys}add/").status_code == 403
+    row = RateLimitKey.objects.get(pk=fingerprint)
+    assert staff.post(f"{keys}{row.pk}/change/", {"limit_requests": "1"}).status_code == 403
+    assert staff.post(f"{keys}{row.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert RateLimitKey.objects.get(pk=fingerprint).limit_requests == 6000
