@@ -32,7 +32,6 @@ class SharedLimit:
         # True while the job has work its calls-in-flight bound holds back (a bound sized on its share).
         self.backlog = backlog
         self.holder = uuid.uuid4().hex
-        self._learned = (None, None)  # limits this pacer learned from the provider itself
         self._last: tuple[float, int, float] | None = None  # (when, requests, tokens) at the last renewal
         self._held_since: float | None = None  # when the current share (> 0) was first granted
 
@@ -63,10 +62,15 @@ class SharedLimit:
             return None
         return min(1.0, fraction * DEMAND_MARGIN + 0.01)
 
+    def learned_limits(self) -> tuple[float | None, float | None]:
+        """The key's limits (requests, tokens per minute) as the provider advertised them to this job."""
+        pacer = self.pacer
+        return (pacer.limit_requests, pacer.limit_tokens) if pacer.learned else (None, None)
+
     async def renew(self, db_call) -> None:
         pacer = self.pacer
         asked = time.monotonic()
-        learned = (pacer.limit_requests, pacer.limit_tokens) if pacer.learned else (None, None)
+        learned = self.learned_limits()
         grant = await db_call(functools.partial(lease.renew, self.fingerprint, self.holder, demand=self.demand(),
                                                 limit_requests=learned[0], limit_tokens=learned[1]))
         if not pacer.learned and (grant.limit_requests or grant.limit_tokens):
@@ -95,8 +99,7 @@ class SharedLimit:
 
     def release(self) -> None:
         """In the database thread: give the share back."""
-        pacer = self.pacer
-        learned = (pacer.limit_requests, pacer.limit_tokens) if pacer.learned else (None, None)
+        learned = self.learned_limits()
         try:
             lease.release(self.fingerprint, self.holder, limit_requests=learned[0], limit_tokens=learned[1])
         except DatabaseError:
