@@ -1,8 +1,7 @@
 from django.contrib import admin, messages
 from django.db.models import Count, OuterRef, Subquery, Sum
-from django.db.models.functions import Coalesce, Now
+from django.db.models.functions import Coalesce
 from django.template.response import TemplateResponse
-from django.utils import timezone
 
 from crystallise.models import ApiKey
 from crystallise.ratelimit.models import RateLimitKey, RateLimitLease
@@ -103,8 +102,7 @@ class RateLimitKeyAdmin(_ReadOnly):
     ordering = ("-updated_at",)
 
     def get_queryset(self, request):
-        live = (RateLimitLease.objects.filter(fingerprint=OuterRef("fingerprint"), expires_at__gt=Now())
-                .order_by().values("fingerprint"))
+        live = RateLimitLease.objects.live().filter(fingerprint=OuterRef("fingerprint")).order_by().values("fingerprint")
         return super().get_queryset(request).annotate(
             live_holders=Coalesce(Subquery(live.annotate(n=Count("pk")).values("n")), 0),
             live_share=Subquery(live.annotate(total=Sum("share")).values("total")))
@@ -126,7 +124,7 @@ class RateLimitKeyAdmin(_ReadOnly):
 class RateLimitLeaseAdmin(_ReadOnly):
     """One running job's share of a key's limit; it lapses LEASE_SECONDS after the job's last renewal."""
 
-    list_display = ("key", "holder_id", "where", "share_pct", "demand", "expires_at", "live")
+    list_display = ("key", "holder_id", "where", "share_pct", "demand", "expires_at", "is_live")
     list_filter = ("fingerprint",)
     ordering = ("fingerprint", "-share")
 
@@ -142,6 +140,9 @@ class RateLimitLeaseAdmin(_ReadOnly):
     def share_pct(self, row: RateLimitLease) -> str:
         return f"{row.share:.0%}"
 
-    @admin.display(description="Live", boolean=True)
-    def live(self, row: RateLimitLease) -> bool:
-        return row.expires_at > timezone.now()
+    def get_queryset(self, request):
+        return super().get_queryset(request).with_live()
+
+    @admin.display(description="Live", boolean=True, ordering="live")
+    def is_live(self, row: RateLimitLease) -> bool:
+        return row.live

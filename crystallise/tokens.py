@@ -48,12 +48,22 @@ def count_tokens(text: str) -> int:
     return len(get_encoding().encode(text, disallowed_special=()))
 
 
-def count_message_tokens(messages: list[dict]) -> int:
-    """Prompt tokens of a chat request, as the provider will bill them."""
+def count_message_tokens(messages: list[dict], system_tokens: dict[str, int] | None = None) -> int:
+    """Prompt tokens of a chat request, as the provider will bill them.
+
+    `system_tokens`, when given, keeps the count of each system prompt seen (a job's calls share one):
+    it is encoded once, not once per call."""
     enc = get_encoding()
     total = TOKENS_PER_REPLY
     for message in messages:
-        total += TOKENS_PER_MESSAGE + len(enc.encode(str(message.get("content") or ""), disallowed_special=()))
+        content = str(message.get("content") or "")
+        cache = system_tokens if message.get("role") == "system" else None
+        known = cache.get(content) if cache is not None else None
+        if known is None:
+            known = len(enc.encode(content, disallowed_special=()))
+            if cache is not None:
+                cache[content] = known
+        total += TOKENS_PER_MESSAGE + known
     return total
 
 

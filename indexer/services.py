@@ -295,7 +295,6 @@ class IndexKind(OnlineKind):
             indexed = Indexed(Status.OK, fields=answer.parsed.model_dump(), usage=answer.usage, backend=answer.backend)
         return self._outcome(job, record, indexed, tier=getattr(answer, "tier", None))
 
-
     def _outcome(self, job: IndexJob, record: Record, indexed: Indexed, tier: str | None = None) -> Outcome:
         usage = indexed.usage or Usage()
         row = IndexResult(

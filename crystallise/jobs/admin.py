@@ -111,10 +111,8 @@ class JobAdmin(admin.ModelAdmin):
         """The batch lane's batches: id, status, round, request counts, why one failed."""
         if not job.batches:
             return "—"
-        rows = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}/{}/{}</td><td>{}</td></tr>", (
-            (b.get("id") or "(not created)", b.get("status"), b.get("round", 1), (b.get("counts") or {}).get("completed", 0),
-             (b.get("counts") or {}).get("failed", 0), (b.get("counts") or {}).get("total", b.get("requests", 0)),
-             b.get("error") or "") for b in job.batches))
+        rows = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}/{}/{}</td><td>{}</td></tr>",
+                                map(_batch_cells, job.batches))
         return format_html("<table><thead><tr><th>Batch</th><th>Status</th><th>Round</th><th>Completed/failed/total"
                            "</th><th>Error</th></tr></thead><tbody>{}</tbody></table>", rows)
 
@@ -234,3 +232,10 @@ def truncate(text: str | None, limit: int = 160) -> str:
     if not text:
         return ""
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _batch_cells(batch: dict) -> tuple:
+    """One row of the job page's batches table: id, status, round, completed/failed/total, error."""
+    counts = batch.get("counts") or {}
+    return (batch.get("id") or "(not created)", batch.get("status"), batch.get("round", 1), counts.get("completed", 0),
+            counts.get("failed", 0), counts.get("total", batch.get("requests", 0)), batch.get("error") or "")

@@ -155,19 +155,18 @@ def cancel(*, job: BaseJob) -> BaseJob:
         else:
             JobSecret.objects.filter(job_id=job.pk).delete()
     if cancelled:
-        if job.mode == "batch":
-            # Before `_ended` forgets a per-request key: the provider's batches are cancelled with it.
-            from crystallise.jobs.batch.poll import on_cancel
+        try:
+            if job.mode == "batch":
+                # Before `_ended` forgets a per-request key: the provider's batches are cancelled with it.
+                from crystallise.jobs.batch.poll import on_cancel
 
-            try:
-                on_cancel(model, job.pk)
-            except Exception:
-                logger.exception("Cancelling the batches of job %s failed", job.pk)
-            finally:
-                # Even when the request is cut short (a worker timeout raises SystemExit): the key is forgotten,
-                # the callback queued.
-                _ended(model, job.pk)
-        else:
+                try:
+                    on_cancel(model, job.pk)
+                except Exception:
+                    logger.exception("Cancelling the batches of job %s failed", job.pk)
+        finally:
+            # Even when the request is cut short (a worker timeout raises SystemExit): the key is forgotten,
+            # the callback queued.
             _ended(model, job.pk)
     job.refresh_from_db()
     return job

@@ -59,6 +59,7 @@ MOCK = Backend(
     batch_client_path="crystallise.llm.batches:MockBatches",
 )
 
+
 def _load(path: str):
     module, name = path.split(":")
     return getattr(import_module(module), name)

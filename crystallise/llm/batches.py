@@ -82,10 +82,9 @@ class LineAnswer:
 
 def line_error(status: int, body) -> LLMError:
     """A request answered with an error inside a batch, in the categories of the online client."""
-    message = ""
-    if isinstance(body, dict) and isinstance(body.get("error"), dict):
-        message = str(body["error"].get("message") or "")[:300]
-    code = body["error"].get("code") if isinstance(body, dict) and isinstance(body.get("error"), dict) else None
+    error = body.get("error") if isinstance(body, dict) else None
+    error = error if isinstance(error, dict) else {}
+    message, code = str(error.get("message") or "")[:300], error.get("code")
     if status in (401, 403) or code == "insufficient_quota":
         what = "is out of quota" if code == "insufficient_quota" else f"was rejected (HTTP {status})"
         return LLMError(f"The OpenAI API key {what} inside the batch.", category=Category.AUTH, permanent=True)

@@ -150,7 +150,7 @@ class Advertised:
 
 
 class Pacer:
-    """Paces one client's request starts; all of it runs on the client's event loop (no locks needed)."""
+    """Paces one client's request starts; all of it runs on the client's event loop (no thread locks)."""
 
     def __init__(self, ceiling: int = 512) -> None:
         self.ceiling = max(1, ceiling)

@@ -24,7 +24,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from crystallise.api import read_only
 from crystallise.errors import Category, error_body
-from crystallise.metrics.record import JOB_DURATION_BUCKETS, KIND_OF_APP, LATENCY_BUCKETS
+from crystallise.metrics.record import JOB_DURATION_BUCKETS, KIND_OF_APP, LATENCY_BUCKETS, has_lane
 from crystallise.metrics.store import MetricCounter
 
 # Counters: stored name -> (exposed name without _total, help, label names).
@@ -96,7 +96,7 @@ def job_gauges():
                                labels=("kind", "status", "lane"))
     for model in job_models():
         kind = KIND_OF_APP.get(model._meta.app_label, model._meta.model_name)
-        has_mode = any(f.name == "mode" for f in model._meta.get_fields())
+        has_mode = has_lane(model)
         counts: dict[tuple[str, str], int] = defaultdict(int)
         rows = model.objects.order_by().values("status", *(["mode"] if has_mode else [])).annotate(n=Count("pk"))
         for row in rows:
@@ -130,7 +130,7 @@ def queue_gauges():
 def rate_limit_gauges():
     """Per provider key (the first 12 hex digits of its fingerprint, never the key): the limits it last
     advertised, and the jobs sharing it now (live leases) with the part of the limit they hold."""
-    from django.db.models import Q, Sum
+    from django.db.models import Sum
 
     from crystallise.ratelimit.models import RateLimitKey, RateLimitLease
 
@@ -148,8 +148,7 @@ def rate_limit_gauges():
             requests.add_metric((fingerprint[:12],), rpm)
         if tpm is not None:
             tokens.add_metric((fingerprint[:12],), tpm)
-    live = (RateLimitLease.objects.filter(Q(expires_at__gt=timezone.now())).order_by("fingerprint")
-            .values("fingerprint").annotate(n=Count("pk"), share=Sum("share")))
+    live = (RateLimitLease.objects.live().order_by("fingerprint").values("fingerprint").annotate(n=Count("pk"), share=Sum("share")))
     for row in live:
         holders.add_metric((row["fingerprint"][:12],), row["n"])
         held.add_metric((row["fingerprint"][:12],), round(row["share"] or 0.0, 6))

@@ -89,8 +89,13 @@ async def observed_attempt(attempt: Awaitable[T], model: str) -> T:
 KIND_OF_APP = {"screening": "screening", "indexer": "indexing"}
 
 
+def has_lane(model) -> bool:
+    """The job model has a `mode` (online or batch); one without runs online only."""
+    return any(f.name == "mode" for f in model._meta.get_fields())
+
+
 def _progress_rows(model, kind: str, **filters) -> dict:
-    lane_field = ["mode"] if any(f.name == "mode" for f in model._meta.get_fields()) else []
+    lane_field = ["mode"] if has_lane(model) else []
     rows = model.objects.filter(**filters).values(
         "pk", *ITEM_OUTCOMES[kind], *lane_field, "status", "started_at", "finished_at")
     return {row.pop("pk"): row for row in rows}
@@ -121,7 +126,7 @@ def batch_poll_observed() -> Iterator[None]:
     from crystallise.jobs.models import ACTIVE_STATUSES, BaseJob
 
     models = [(m, KIND_OF_APP[m._meta.app_label]) for m in BaseJob.__subclasses__()
-              if m._meta.app_label in KIND_OF_APP and any(f.name == "mode" for f in m._meta.get_fields())]
+              if m._meta.app_label in KIND_OF_APP and has_lane(m)]
     before = {m: _safe(_progress_rows, m, kind, mode="batch", status__in=ACTIVE_STATUSES) for m, kind in models}
     with flushing_every():
         try:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.db import connection, models, transaction
-from django.db.models import ExpressionWrapper, Q
+from django.db.models import ExpressionWrapper
 from django.db.models.functions import Now
 
 from crystallise.ratelimit.models import RateLimitKey, RateLimitLease
@@ -76,8 +76,7 @@ def renew(fingerprint: str, holder: str, *, demand: float | None, limit_requests
     with transaction.atomic():
         _lock(fingerprint)
         leases = list(
-            RateLimitLease.objects.filter(fingerprint=fingerprint)
-            .annotate(live=ExpressionWrapper(Q(expires_at__gt=Now()), output_field=models.BooleanField()))
+            RateLimitLease.objects.filter(fingerprint=fingerprint).with_live()
             .values_list("holder", "share", "demand", "live")
         )
         others = {h: (share, wanted) for h, share, wanted, live in leases if live and h != holder}

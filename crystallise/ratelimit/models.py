@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from django.db import models
+from django.db.models import ExpressionWrapper, Q
+from django.db.models.functions import Now
 
 
 class RateLimitKey(models.Model):
@@ -23,6 +25,16 @@ class RateLimitKey(models.Model):
         return f"{self.fingerprint[:12]}: {self.limit_requests} RPM, {self.limit_tokens} TPM"
 
 
+class LeaseQuerySet(models.QuerySet):
+    """Live means not yet lapsed by the database's clock (so hosts' clocks do not matter)."""
+
+    def with_live(self) -> LeaseQuerySet:
+        return self.annotate(live=ExpressionWrapper(Q(expires_at__gt=Now()), output_field=models.BooleanField()))
+
+    def live(self) -> LeaseQuerySet:
+        return self.filter(expires_at__gt=Now())
+
+
 class RateLimitLease(models.Model):
     """One job run's share of a key's limit, valid until `expires_at` (renewed while the run lasts).
 
@@ -36,6 +48,8 @@ class RateLimitLease(models.Model):
     share = models.FloatField(default=0)
     demand = models.FloatField(null=True, blank=True)
     expires_at = models.DateTimeField()
+
+    objects = LeaseQuerySet.as_manager()
 
     class Meta:
         app_label = "crystallise"

@@ -40,7 +40,7 @@ from crystallise.llm.batches import (
     read_output,
     request_line,
 )
-from crystallise.tokens import TOKENS_PER_MESSAGE, TOKENS_PER_REPLY, get_encoding
+from crystallise.tokens import count_message_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class BatchTick:
         self.max_rounds = 1 if job.fallback == "online" else settings.CRYSTALLISE_BATCH_MAX_ROUNDS
         self.max_requests = min(MAX_REQUESTS, settings.CRYSTALLISE_BATCH_MAX_REQUESTS)
         self.fatal: tuple[str, str] | None = None
-        self.system_tokens: dict[str, int] = {}
+        self.system_tokens: dict[str, int] = {}  # the job's system prompt, counted once per tick
         # A provider call failed transiently: the job waits for the next tick instead of concluding.
         self.retry_later = False
 
@@ -281,7 +281,7 @@ class BatchTick:
                     continue
                 messages, options = request
                 line = request_line(custom_id(position), messages, options)
-                cost = self.prompt_tokens(messages)
+                cost = count_message_tokens(messages, self.system_tokens)
                 if chunk and (len(chunk) >= self.max_requests or size + len(line) > MAX_FILE_BYTES
                               or tokens + cost > budget):
                     created += self.send(chunk, tries)
@@ -307,19 +307,6 @@ class BatchTick:
         if direct:
             self.store(direct)
         return created
-
-    def prompt_tokens(self, messages: list[dict]) -> int:
-        """`count_message_tokens`, with the system prompt (the same for every item) counted once per tick."""
-        total = TOKENS_PER_REPLY
-        for message in messages:
-            content = str(message.get("content") or "")
-            known = self.system_tokens.get(content) if message.get("role") == "system" else None
-            if known is None:
-                known = len(get_encoding().encode(content, disallowed_special=()))
-                if message.get("role") == "system":
-                    self.system_tokens[content] = known
-            total += TOKENS_PER_MESSAGE + known
-        return total
 
     def send(self, chunk: list[tuple[int, bytes, int]], tries: dict[int, int]) -> int:
         positions = [p for p, _, _ in chunk]
