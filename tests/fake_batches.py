@@ -41,6 +41,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tests.fake_content import set_fields
+
 ORDER = ("validating", "in_progress", "finalizing", "completed")
 ENDED = ("completed", "expired", "failed", "cancelled")
 
@@ -61,11 +63,7 @@ class BatchConfig:
     create_wait_after: float = 0.0  # seconds it waits after making it, before answering
 
     def update(self, changes: dict[str, Any]) -> None:
-        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
-        if unknown:
-            raise ValueError(f"unknown batch config fields: {sorted(unknown)}")
-        for name, value in changes.items():
-            setattr(self, name, value)
+        set_fields(self, changes, what="batch config")
 
 
 def _error(status: int, message: str, code: str | None = None) -> Response:

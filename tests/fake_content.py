@@ -24,6 +24,15 @@ FAULTS = ("ok", "401", "429", "500", "hang", "malformed", "schema_invalid")
 PLAIN_TEXT = "This is a reply from the fake OpenAI server."
 
 
+def set_fields(config: Any, changes: dict[str, Any], *, what: str) -> None:
+    """Set a config dataclass's fields from `changes` (JSON, CLI or tests), refusing names it does not have."""
+    unknown = set(changes) - {f.name for f in dataclasses.fields(config)}
+    if unknown:
+        raise ValueError(f"unknown {what} fields: {sorted(unknown)}")
+    for name, value in changes.items():
+        setattr(config, name, value)
+
+
 @dataclasses.dataclass
 class FakeConfig:
     latency: float = 0.0
@@ -57,11 +66,7 @@ class FakeConfig:
         self.update({})
 
     def update(self, changes: dict[str, Any]) -> None:
-        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
-        if unknown:
-            raise ValueError(f"unknown config fields: {sorted(unknown)}")
-        for name, value in changes.items():
-            setattr(self, name, value)
+        set_fields(self, changes, what="config")
         # JSON and the CLI deliver lists; membership tests want sets.
         self.valid_keys = None if self.valid_keys is None else set(self.valid_keys)
         self.revoked_keys = set(self.revoked_keys)
